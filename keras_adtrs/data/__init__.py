@@ -1,0 +1,1 @@
+"""Data: the embedded default set, splits, image decoding, crops and tf.data pipelines."""

@@ -1,0 +1,1 @@
+"""The `csiq` TFDS builder (see `csiq_dataset_builder.Builder`)."""

@@ -1,0 +1,1 @@
+"""The `koniq10k` TFDS builder (see `koniq10k_dataset_builder.Builder`)."""

@@ -1,0 +1,1 @@
+"""The `live_challenge` TFDS builder (see `live_challenge_dataset_builder.Builder`)."""

@@ -1,0 +1,456 @@
+"""gRPC client for an ADTRS model served by TensorFlow Serving.
+
+`ServingClient` asks the server for the model's signature (input and output
+names and dtypes come from `GetModelMetadata`, nothing is hard-coded), sends
+files in batches as `PredictRequest`s and returns one row per file, the same
+rows as `python -m keras_adtrs.predict --format json`:
+`{"path": p, "score": s}` or `{"path": p, "error": "message"}`.
+
+Failure handling:
+
+- Every call carries a deadline (`timeout` seconds).
+- `UNAVAILABLE` (server starting, restarting, unreachable, or its batching
+  queue full) is retried up to `max_retries` times with exponential backoff
+  and jitter: the request never reached the model, and scoring is
+  idempotent, so retrying is safe.
+- `DEADLINE_EXCEEDED` is NOT retried: the timeout is the caller's bound on
+  waiting, and resending the same request to a server that is already too
+  slow only adds load. The files of that request get an error row; raise
+  `--timeout` or lower `batch_size`.
+- `INVALID_ARGUMENT` on a batch of several files (one malformed or oversized
+  image fails the whole request) is retried file by file, so one bad file
+  does not sink the others; the bad file gets the server's message.
+- A file that cannot be read gets an error row and is not sent.
+
+Command line:
+
+```
+python -m keras_adtrs.serving.client --server HOST:PORT --model NAME \\
+    [--signature NAME] [--format table|json] [--timeout S] PATHS...
+```
+Folders are expanded recursively (image files only), globs are expanded;
+the exit status is 1 when any file failed, 2 when the server could not be
+used at all.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE,)
+_NUMPY_DTYPES = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64}
+_VALUE_FIELDS = {types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val"}
+
+
+class ServingError(RuntimeError):
+    """The server could not be used at all (metadata, model or signature)."""
+
+
+def _status_message(error):
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    name = code.name if code is not None else "ERROR"
+    return f"{name}: {details}"
+
+
+def _string_tensor(values):
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
+
+
+def _uint8_tensor(array):
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_UINT8, tensor_shape=shape, tensor_content=np.ascontiguousarray(array, np.uint8).tobytes()
+    )
+
+
+def _float_values(proto):
+    """A float TensorProto (tensor_content or typed values) -> flat float64 array."""
+    if proto.dtype not in _VALUE_FIELDS:
+        raise ServingError(f"output dtype {types_pb2.DataType.Name(proto.dtype)} is not a float type")
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, _NUMPY_DTYPES[proto.dtype]).astype(np.float64)
+    values = np.asarray(getattr(proto, _VALUE_FIELDS[proto.dtype]), np.float64)
+    size = int(np.prod([d.size for d in proto.tensor_shape.dim])) if proto.tensor_shape.dim else values.size
+    if values.size == 1 and size > 1:  # TF's compact form repeats a single value
+        values = np.repeat(values, size)
+    return values
+
+
+def expand_paths(patterns):
+    """Files named by `patterns`: files as given, folders recursively, globs expanded.
+
+    Args:
+        patterns: list of str. Files, folders or glob patterns.
+
+    Returns:
+        list of `(path, error)` pairs in order; `error` is None, or a message
+        when a pattern named nothing.
+
+    Example:
+    >>> expand_paths(["photos/", "*.png"])  # doctest: +SKIP
+    [('photos/a.jpg', None), ('b.png', None)]
+    """
+    found = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            files = []
+            for root, dirs, names in os.walk(pattern):
+                dirs.sort()
+                files.extend(
+                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)
+                )
+            found.extend((p, None) for p in files)
+            if not files:
+                found.append((pattern, "folder holds no image files"))
+        elif os.path.exists(pattern):
+            found.append((pattern, None))
+        elif glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            found.extend((p, None) for p in matches)
+            if not matches:
+                found.append((pattern, "no file matches this pattern"))
+        else:
+            found.append((pattern, "no such file or folder"))
+    return found
+
+
+class ServingClient:
+    """Scores image files with an ADTRS model on TensorFlow Serving (gRPC).
+
+    Args:
+        target: str. `"host:port"` of TF Serving's gRPC port (8500).
+        model_name: str. The served model's name.
+        signature_name: str. Defaults to `"serving_default"` (encoded image
+            bytes in). A signature taking `uint8` images (`"serving_images"`)
+            also works: files are then decoded here and sent one size group
+            at a time.
+        timeout: float. Deadline of every call, in seconds. Defaults to `10.0`.
+        max_retries: int. Retries of a call answered `UNAVAILABLE`.
+            Defaults to `3`.
+        batch_size: int. Files per request. Defaults to `16`.
+        backoff: float. First retry delay in seconds, doubled each retry (with
+            up to 50% jitter). Defaults to `0.2`.
+        max_batch_bytes: int. A request holds fewer files when their bytes
+            would exceed this. Defaults to 32 MiB.
+        channel: a `grpc.Channel` to use instead of opening one to `target`.
+
+    Example:
+    >>> client = ServingClient("localhost:8500", "adtrs")  # doctest: +SKIP
+    >>> client.score_files(["a.jpg", "missing.png"])  # doctest: +SKIP
+    [{'path': 'a.jpg', 'score': 61.2}, {'path': 'missing.png', 'error': '...'}]
+    """
+
+    def __init__(
+        self,
+        target,
+        model_name,
+        signature_name="serving_default",
+        timeout=10.0,
+        max_retries=3,
+        batch_size=16,
+        backoff=0.2,
+        max_batch_bytes=32 * 2**20,
+        channel=None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.target = target
+        self.model_name = model_name
+        self.signature_name = signature_name
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.batch_size = int(batch_size)
+        self.backoff = float(backoff)
+        self.max_batch_bytes = int(max_batch_bytes)
+        self._own_channel = channel is None
+        self.channel = channel or grpc.insecure_channel(
+            target,
+            options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
+        )
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._signature = None
+        self._lock = threading.Lock()
+
+    def close(self):
+        """Closes the channel (when the client opened it)."""
+        if self._own_channel:
+            self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- calls
+    def _call(self, method, request):
+        """One unary call with a deadline, retrying `UNAVAILABLE` with backoff."""
+        attempt = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                if error.code() not in RETRIED_CODES or attempt >= self.max_retries:
+                    raise
+                delay = self.backoff * (2**attempt)
+                time.sleep(delay * (1 + 0.5 * random.random()))
+                attempt += 1
+
+    def signature(self):
+        """`(input_name, input_dtype, output_name)` of the signature, from `GetModelMetadata`.
+
+        Raises:
+            ServingError: the metadata cannot be fetched, the signature does
+                not exist or does not have one input and one float output.
+        """
+        with self._lock:
+            if self._signature is None:
+                self._signature = self._fetch_signature()
+            return self._signature
+
+    def _fetch_signature(self):
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = self.model_name
+        request.metadata_field.append("signature_def")
+        try:
+            response = self._call(self.stub.GetModelMetadata, request)
+        except grpc.RpcError as error:
+            raise ServingError(
+                f"cannot read the metadata of model {self.model_name!r} at {self.target}: {_status_message(error)}"
+            ) from error
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        if not response.metadata["signature_def"].Unpack(signature_map):
+            raise ServingError("the server's metadata holds no SignatureDefMap")
+        if self.signature_name not in signature_map.signature_def:
+            names = sorted(k for k in signature_map.signature_def if not k.startswith("__"))
+            raise ServingError(f"model {self.model_name!r} has no signature {self.signature_name!r}; it has {names}")
+        signature = signature_map.signature_def[self.signature_name]
+        if len(signature.inputs) != 1:
+            raise ServingError(f"signature {self.signature_name!r} has inputs {sorted(signature.inputs)}; need exactly one")
+        (input_name, input_info), = signature.inputs.items()
+        if input_info.dtype not in (types_pb2.DT_STRING, types_pb2.DT_UINT8):
+            raise ServingError(
+                f"input {input_name!r} is {types_pb2.DataType.Name(input_info.dtype)}; need DT_STRING (encoded "
+                "images) or DT_UINT8 (decoded images)"
+            )
+        floats = [k for k, v in signature.outputs.items() if v.dtype in _VALUE_FIELDS]
+        if len(floats) != 1:
+            raise ServingError(
+                f"signature {self.signature_name!r} has outputs {sorted(signature.outputs)}; need exactly one float output"
+            )
+        return input_name, input_info.dtype, floats[0]
+
+    def _predict(self, values):
+        """Scores for `values` (bytes, or one same-size uint8 array) in one request."""
+        input_name, input_dtype, output_name = self.signature()
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = self.signature_name
+        if input_dtype == types_pb2.DT_STRING:
+            request.inputs[input_name].CopyFrom(_string_tensor(values))
+            count = len(values)
+        else:
+            request.inputs[input_name].CopyFrom(_uint8_tensor(values))
+            count = values.shape[0]
+        request.output_filter.append(output_name)
+        response = self._call(self.stub.Predict, request)
+        scores = _float_values(response.outputs[output_name])
+        if scores.size != count:
+            raise ServingError(f"server returned {scores.size} scores for {count} images")
+        return [float(s) for s in scores]
+
+    # -------------------------------------------------------------- scoring
+    def score_bytes(self, items):
+        """Scores `(key, bytes)` pairs; returns `{key: score or error}` rows keyed by `key`.
+
+        Args:
+            items: list of `(key, bytes)` of encoded images.
+
+        Returns:
+            dict key -> `{"score": float}` or `{"error": str}`.
+        """
+        results = {}
+        input_dtype = self.signature()[1]
+        if input_dtype == types_pb2.DT_UINT8:
+            return self._score_decoded(items)
+        for batch in self._batches(items):
+            self._score_batch(batch, results)
+        return results
+
+    def _batches(self, items):
+        batch, size = [], 0
+        for key, data in items:
+            if batch and (len(batch) >= self.batch_size or size + len(data) > self.max_batch_bytes):
+                yield batch
+                batch, size = [], 0
+            batch.append((key, data))
+            size += len(data)
+        if batch:
+            yield batch
+
+    def _score_batch(self, batch, results, split_on_invalid=True):
+        try:
+            scores = self._predict([data for _, data in batch])
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT and len(batch) > 1 and split_on_invalid:
+                for item in batch:
+                    self._score_batch([item], results, split_on_invalid=False)
+                return
+            for key, _ in batch:
+                results[key] = {"error": _status_message(error)}
+            return
+        except ServingError as error:
+            for key, _ in batch:
+                results[key] = {"error": str(error)}
+            return
+        for (key, _), value in zip(batch, scores):
+            results[key] = {"score": value}
+
+    def _score_decoded(self, items):
+        # uint8 signature: decode here with the shared rule, group by size.
+        from keras_adtrs.data.tf_image import decode_image
+
+        results, groups = {}, {}
+        for key, data in items:
+            try:
+                image = decode_image(data).numpy()
+            except Exception as error:  # noqa: BLE001 - reported per file
+                results[key] = {"error": f"cannot decode image: {getattr(error, 'message', error)}"}
+                continue
+            groups.setdefault(image.shape, []).append((key, image))
+        for group in groups.values():
+            for start in range(0, len(group), self.batch_size):
+                part = group[start : start + self.batch_size]
+                try:
+                    scores = self._predict(np.stack([image for _, image in part]))
+                except (grpc.RpcError, ServingError) as error:
+                    message = _status_message(error) if isinstance(error, grpc.RpcError) else str(error)
+                    for key, _ in part:
+                        results[key] = {"error": message}
+                    continue
+                for (key, _), value in zip(part, scores):
+                    results[key] = {"score": value}
+        return results
+
+    def score_files(self, paths):
+        """Scores image files; one row per path, in order.
+
+        Args:
+            paths: list of str. Image files (JPEG, PNG, BMP, GIF).
+
+        Returns:
+            list of dict: `{"path": p, "score": float}` or
+            `{"path": p, "error": "message"}`.
+
+        Raises:
+            ServingError: the model's signature cannot be read (the server is
+                down after all retries, the model or signature is missing).
+
+        Example:
+        >>> ServingClient("localhost:8500", "adtrs").score_files(["a.jpg"])  # doctest: +SKIP
+        [{'path': 'a.jpg', 'score': 61.2}]
+        """
+        paths = [os.fspath(p) for p in paths]
+        self.signature()  # fail early, once, when the server cannot be used
+        rows = [None] * len(paths)
+        items = []
+        for index, path in enumerate(paths):
+            try:
+                with open(path, "rb") as f:
+                    items.append((index, f.read()))
+            except OSError as error:
+                rows[index] = {"path": path, "error": f"cannot read file: {error.strerror or error}"}
+        for index, result in self.score_bytes(items).items():
+            rows[index] = {"path": paths[index], **result}
+        return rows
+
+
+# --------------------------------------------------------------------- CLI
+def format_table(rows):
+    """Rows as a plain-text table: path, score (or the error)."""
+    width = max([len("path")] + [len(r["path"]) for r in rows])
+    lines = [f"{'path':<{width}}  score"]
+    for row in rows:
+        value = f"{row['score']:.4f}" if "score" in row else f"ERROR {row['error']}"
+        lines.append(f"{row['path']:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_adtrs.serving.client",
+        description="Score images with an ADTRS model on TensorFlow Serving (gRPC).",
+    )
+    parser.add_argument("--server", required=True, help="HOST:PORT of the gRPC port (TF Serving: 8500)")
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--signature", default="serving_default", help="signature name (default: serving_default)")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds (default: 10)")
+    parser.add_argument("--retries", type=int, default=3, help="retries of UNAVAILABLE calls (default: 3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="files per request (default: 16)")
+    parser.add_argument("paths", nargs="+", metavar="PATHS", help="image files, folders (recursive) or globs")
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (0, 1 if a file failed, 2 if the server failed).
+
+    Args:
+        argv: list of str or None. Arguments (default: `sys.argv[1:]`).
+
+    Example:
+    >>> main(["--server", "localhost:8500", "--model", "adtrs", "photos/"])  # doctest: +SKIP
+    """
+    args = build_parser().parse_args(argv)
+    expanded = expand_paths(args.paths)
+    files = [path for path, error in expanded if error is None]
+    client = ServingClient(
+        args.server,
+        args.model,
+        signature_name=args.signature,
+        timeout=args.timeout,
+        max_retries=args.retries,
+        batch_size=args.batch_size,
+    )
+    try:
+        scored = iter(client.score_files(files)) if files else iter(())
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    rows = [next(scored) if error is None else {"path": path, "error": error} for path, error in expanded]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows))
+    failed = sum("error" in row for row in rows)
+    if failed:
+        print(f"{failed} of {len(rows)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

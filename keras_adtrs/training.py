@@ -1,0 +1,345 @@
+"""The training run behind `python -m keras_adtrs.train` (and notebooks).
+
+`run_training(TrainConfig(...))` loads a data set, splits it by group with a
+seed, trains with the ADTRS objective while selecting the epoch on the
+validation part (never the test part), scores the test part by averaging a
+deterministic crop grid, exports a SavedModel and writes everything it did
+into its output directory.
+"""
+
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+DEFAULT_DATASET = "default"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a training run (written to config.json).
+
+    `crop_size`, `crops_per_image`, `epochs` and `learning_rate` default to
+    `None`, meaning "the data set's default" (see `resolve_defaults`).
+    """
+
+    dataset: str = DEFAULT_DATASET
+    data_dir: Optional[str] = None
+    manual_dir: Optional[str] = None
+    csv: Optional[str] = None
+    crop_size: Optional[int] = None
+    crops_per_image: Optional[int] = None
+    test_crops: int = 9
+    batch_size: int = 16
+    epochs: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
+    learning_rate: Optional[float] = None
+    lr_schedule: str = "cosine"
+    weight_decay: float = 0.0
+    backbone: str = "resnet50"
+    backbone_weights: Optional[str] = "imagenet"
+    layer4_pooling: str = "global"
+    batchnorm_momentum: float = 0.9
+    standardize_labels: bool = True
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    seed: int = 0
+    output_dir: Optional[str] = None
+    strategy: str = "auto"
+    jit_compile: bool = False
+    export: bool = True
+    verbose: int = 1
+
+
+#: Settings tuned per data set for what the machine can do; user values win.
+DATASET_DEFAULTS = {
+    "default": {"crop_size": 64, "crops_per_image": 6, "epochs": 8, "learning_rate": 1e-3},
+}
+GENERIC_DEFAULTS = {"crop_size": 224, "crops_per_image": 25, "epochs": 10, "learning_rate": 1e-4}
+
+
+def resolve_defaults(config):
+    """Fills `None` settings with the data set's defaults; returns a new config."""
+    defaults = DATASET_DEFAULTS.get(config.dataset, GENERIC_DEFAULTS)
+    values = {k: (defaults[k] if getattr(config, k) is None else getattr(config, k)) for k in defaults}
+    resolved = dataclasses.replace(config, **values)
+    if resolved.output_dir is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        resolved = dataclasses.replace(resolved, output_dir=os.path.join("runs", f"{config.dataset}-{stamp}"))
+    return resolved
+
+
+def check_writable(directory):
+    """Creates `directory` and proves it writable, before any training starts."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".write-test-{os.getpid()}")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise SystemExit(f"error: output directory {directory!r} is not writable: {exc.strerror or exc}") from None
+
+
+def versions():
+    import keras
+    import scipy
+    import tensorflow as tf
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "keras_adtrs": __import__("keras_adtrs").__version__,
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
+
+
+def _write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, default=_jsonable)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _learning_rate(config, total_steps):
+    import keras
+
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+    raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {config.lr_schedule!r}")
+
+
+def choose_strategy(name):
+    """`tf.distribute` strategy by name: auto, none (also: mirrored, multiworker)."""
+    import tensorflow as tf
+
+    if name == "auto":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be auto, none, mirrored or multiworker, got {name!r}")
+
+
+def summary_table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def _fmt(value):
+    return "nan" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def run_training(config: TrainConfig):
+    """Runs one training job; returns the metrics dict (also in metrics.json)."""
+    import keras
+    import tensorflow as tf
+
+    import keras_adtrs
+    from keras_adtrs import metrics as iqa_metrics
+    from keras_adtrs.callbacks import ValidationMetrics
+    from keras_adtrs.data.pipeline import steps_per_epoch as count_steps
+    from keras_adtrs.data.pipeline import training_dataset
+    from keras_adtrs.data.sources import load_source
+    from keras_adtrs.data.splits import split_by_group
+    from keras_adtrs.scoring import score
+
+    config = resolve_defaults(config)
+    out_dir = config.output_dir
+    check_writable(out_dir)
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+
+    say = print if config.verbose else (lambda *a, **k: None)
+    source_kwargs = {"csv_path": config.csv} if config.csv else {}
+    source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir, **source_kwargs)
+    split = split_by_group(
+        source.groups,
+        test_fraction=config.test_fraction,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
+    train_src, val_src, test_src = (source.subset(idx) for idx in (split.train, split.validation, split.test))
+    say(
+        f"data set {source.name}: {len(source)} images -> train {len(train_src)}, "
+        f"validation {len(val_src)}, test {len(test_src)} (split seed {config.seed})"
+    )
+
+    steps = config.steps_per_epoch or count_steps(len(train_src), config.crops_per_image, config.batch_size)
+    if steps < 1:
+        raise SystemExit(
+            f"error: {len(train_src)} training images x {config.crops_per_image} crops "
+            f"do not fill one batch of {config.batch_size}"
+        )
+    label_mean = float(np.mean(train_src.scores))
+    label_std = float(np.std(train_src.scores)) or 1.0
+    strategy = choose_strategy(config.strategy)
+    with strategy.scope():
+        model = keras_adtrs.build_adtrs(
+            crop_size=config.crop_size,
+            backbone_weights=config.backbone_weights,
+            backbone=config.backbone,
+            layer4_pooling=config.layer4_pooling,
+            batchnorm_momentum=config.batchnorm_momentum,
+            score_scale=label_std if config.standardize_labels else 1.0,
+            score_offset=label_mean if config.standardize_labels else 0.0,
+            l2_weight_decay=config.weight_decay,
+        )
+        optimizer = keras.optimizers.Adam(_learning_rate(config, steps * config.epochs))
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+
+    run_config = {
+        "settings": dataclasses.asdict(config),
+        "backbone_weights": model.backbone_weights_info,
+        "model": model.get_config(),
+        "data_set": {
+            "name": source.name,
+            "images": len(source),
+            "higher_is_better": source.higher_is_better,
+            "score_range": list(source.score_range),
+            **{k: v for k, v in source.metadata.items() if isinstance(v, (str, int, float))},
+        },
+        "split": {
+            "seed": config.seed,
+            "test_fraction": config.test_fraction,
+            "validation_fraction": config.validation_fraction,
+            "by": "group (reference image for synthetic sets, image for authentic sets)",
+            "counts": {"train": len(train_src), "validation": len(val_src), "test": len(test_src)},
+        },
+        "label_standardization": {"mean": label_mean, "std": label_std, "applied": config.standardize_labels},
+        "steps_per_epoch": steps,
+        "replicas": strategy.num_replicas_in_sync,
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    _write_json(os.path.join(out_dir, "config.json"), run_config)
+    _write_json(os.path.join(out_dir, "split.json"), split.to_json(source.names))
+
+    dataset = training_dataset(
+        train_src.images,
+        train_src.scores,
+        config.crop_size,
+        crops_per_image=config.crops_per_image,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        epochs=config.epochs,
+    )
+    if config.steps_per_epoch:
+        dataset = dataset.repeat()
+    model_path = os.path.join(out_dir, "model.keras")
+    callbacks = []
+    has_validation = len(val_src) > 1
+    if has_validation:
+        callbacks.append(ValidationMetrics(val_src.images, val_src.scores, crops=config.test_crops))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(model_path, monitor="val_srcc", mode="max", save_best_only=True)
+        )
+    else:
+        callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
+    callbacks += [
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
+    ]
+    say(
+        f"training {config.epochs} epoch(s) x {steps} steps, batch {config.batch_size}, "
+        f"crop {config.crop_size}, backbone weights: {model.backbone_weights_info['source']}"
+    )
+    fit_started = time.time()
+    history = model.fit(
+        dataset,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
+    )
+    train_seconds = time.time() - fit_started
+
+    best_epoch = None
+    if has_validation:
+        val_curve = history.history.get("val_srcc", [])
+        best_epoch = int(np.argmax(val_curve)) + 1 if val_curve else None
+    best = keras.saving.load_model(model_path)
+
+    def evaluate(part):
+        if len(part) == 0:
+            return {}, np.array([])
+        predictions = score(best, part.images, crops=config.test_crops)
+        return iqa_metrics.all_metrics(predictions, part.scores), predictions
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
+        test_metrics, test_predictions = evaluate(test_src)
+        val_metrics, _ = evaluate(val_src)
+    with open(os.path.join(out_dir, "test_predictions.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "score", "prediction"])
+        for name, label, pred in zip(test_src.names, test_src.scores, test_predictions):
+            writer.writerow([name, f"{label:.6g}", f"{pred:.6g}"])
+
+    export_path = None
+    if config.export:
+        from keras_adtrs.export import export_model
+
+        export_path = export_model(best, os.path.join(out_dir, "export"), num_crops=config.test_crops)
+
+    results = {
+        "test": test_metrics,
+        "validation": val_metrics,
+        "best_epoch": best_epoch,
+        "epochs": config.epochs,
+        "selection": "best validation SRCC" if has_validation else "last epoch (no validation part)",
+        "test_crops": config.test_crops,
+        "backbone_weights": model.backbone_weights_info,
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": round(time.time() - started, 1),
+        "train_crops_per_second": round(steps * config.epochs * config.batch_size / train_seconds, 2),
+        "model": model_path,
+        "export": export_path,
+    }
+    _write_json(os.path.join(out_dir, "metrics.json"), results)
+
+    rows = [
+        [part, len(src), _fmt(m.get("srcc")), _fmt(m.get("plcc")), _fmt(m.get("krcc")), _fmt(m.get("rmse"))]
+        for part, src, m in (("validation", val_src, val_metrics), ("test", test_src, test_metrics))
+    ]
+    say("")
+    say(summary_table(rows, ["split", "images", "SRCC", "PLCC", "KRCC", "RMSE"]))
+    say("")
+    say(f"best epoch: {best_epoch} ({results['selection']}); wall time {results['wall_seconds']:.0f} s")
+    if "error" in model.backbone_weights_info:
+        say(f"note: backbone started from random weights ({model.backbone_weights_info['error']})")
+    say(f"outputs: {os.path.abspath(out_dir)}")
+    return results

@@ -1,0 +1,108 @@
+"""Backbone weights: ImageNet (bounded download), a local file, or none.
+
+The download is attempted in a daemon thread with a deadline, so an
+unreachable network can never hang a run; on failure one loud warning is
+printed and the backbone keeps its random initialisation, which is recorded
+in the returned info dict (train writes it to config.json and metrics.json).
+`KERAS_ADTRS_OFFLINE=1` skips the attempt (the same warning, no network).
+"""
+
+import os
+import threading
+import warnings
+
+IMAGENET_NOTOP = {
+    "resnet50": (
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+    ),
+}
+
+DOWNLOAD_TIMEOUT_S = float(os.environ.get("KERAS_ADTRS_DOWNLOAD_TIMEOUT", "30"))
+
+
+class BackboneWeightsWarning(UserWarning):
+    """The requested backbone weights could not be loaded."""
+
+
+def _download(fname, origin, file_hash, timeout):
+    if os.environ.get("KERAS_ADTRS_OFFLINE", "") not in ("", "0"):
+        raise ConnectionError("KERAS_ADTRS_OFFLINE is set: no download attempted")
+    import keras
+
+    result = {}
+
+    def target():
+        try:
+            result["path"] = keras.utils.get_file(
+                fname, origin, cache_subdir="models", file_hash=file_hash
+            )
+        except Exception as exc:  # network errors come in many types; re-raised below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"download of {origin} did not finish within {timeout:.0f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["path"]
+
+
+def backbone_of(model):
+    """The backbone sub-model of an `ADTRSModel`."""
+    for layer in model.network.layers:
+        if layer.name.startswith("resnet50"):
+            return layer
+    raise ValueError("this model has no resnet50 backbone layer")
+
+
+def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
+    """Loads `weights` into the backbone of `model`; returns what happened.
+
+    Args:
+        model: an `ADTRSModel`.
+        weights: `"imagenet"`, a path to a weights file (`.h5` in the
+            keras.applications "notop" layout, or `.weights.h5`), or
+            `None`/`"none"` for random initialisation.
+        timeout: float. Seconds allowed for the ImageNet download.
+
+    Returns:
+        dict: `requested`, `source` (what the backbone holds now) and, when the
+        request failed, `error`.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return {"requested": None, "source": "random initialisation"}
+    backbone = backbone_of(model)
+    if weights == "imagenet":
+        if model.backbone not in IMAGENET_NOTOP:
+            raise ValueError(
+                f"no ImageNet weights download for backbone {model.backbone!r}; "
+                "convert torchvision weights with keras_adtrs.convert instead"
+            )
+        fname, origin, file_hash = IMAGENET_NOTOP[model.backbone]
+        try:
+            path = _download(fname, origin, file_hash, timeout)
+        except Exception as exc:  # any failure to fetch means: start from random
+            message = (
+                f"could not download ImageNet weights for the {model.backbone} backbone "
+                f"({type(exc).__name__}: {exc}). THE BACKBONE STARTS FROM RANDOM WEIGHTS. "
+                "Pass --backbone-weights PATH with a local copy of "
+                f"{fname} to use pretrained weights."
+            )
+            warnings.warn(message, BackboneWeightsWarning, stacklevel=2)
+            return {
+                "requested": "imagenet",
+                "source": "random initialisation (ImageNet download failed)",
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        backbone.load_weights(path)
+        return {"requested": "imagenet", "source": f"imagenet ({path})"}
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    backbone.load_weights(path)
+    return {"requested": path, "source": f"file {os.path.abspath(path)}"}

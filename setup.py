@@ -1,0 +1,39 @@
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+here = pathlib.Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "keras_adtrs" / "version.py").read_text()).group(1)
+
+setup(
+    name="keras-adtrs",
+    version=version,
+    description="ADTRS blind image quality assessment for Keras 3 and TensorFlow Serving",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["keras_adtrs", "keras_adtrs.*"]),
+    include_package_data=True,
+    package_data={"keras_adtrs": ["datasets/*/dummy_data/**/*", "datasets/*/*.txt", "datasets/*/*.tsv"]},
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorboard>=2.20",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.8,<5",
+        "tensorflow-serving-api>=2.21,<2.22",
+        "grpcio>=1.60",
+        "numpy>=1.26,<3",
+        "scipy>=1.11",
+        "pillow>=10",
+        "matplotlib>=3.8",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dill", "importlib_resources", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "jax": ["jax>=0.4.34"],
+        "torch": ["torch>=2.1"],
+    },
+    entry_points={"console_scripts": ["keras-adtrs-train=keras_adtrs.train:main"]},
+)

@@ -1,0 +1,50 @@
+"""Shared test helpers: tiny configs, no network, paths to ../shared."""
+
+import os
+import pathlib
+import socket
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_ADTRS_DOWNLOAD_TIMEOUT", "5")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_dir():
+    """The project's ../shared folder (or $KERAS_ADTRS_SHARED)."""
+    env = os.environ.get("KERAS_ADTRS_SHARED")
+    return pathlib.Path(env) if env else REPO.parent / "shared"
+
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0") and self.family in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        raise OSError(f"tests must not touch the network (tried to connect to {host})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test: Python sockets may only connect to loopback."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """One random-weight crop-64 ADTRS model for read-only use."""
+    import keras_adtrs
+
+    return keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=10.0, score_offset=50.0)
+
+
+def random_crops(n, size=64, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")

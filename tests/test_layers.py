@@ -1,0 +1,170 @@
+"""Custom layers: shapes, numerics against numpy, config round trips, .keras saving."""
+
+import numpy as np
+import pytest
+
+import keras
+import keras_adtrs  # noqa: F401
+from keras_adtrs import layers as L
+from keras_adtrs.layers import attention_bias_index
+
+
+def roundtrip(layer):
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    for key in config:
+        if key not in ("name", "trainable", "dtype"):
+            assert getattr(clone, key) == getattr(layer, key), key
+    return clone
+
+
+@pytest.mark.parametrize("mode", ["caffe", "torch", None])
+def test_input_normalization(mode):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    layer = L.InputNormalization(mode)
+    out = keras.ops.convert_to_numpy(layer(x))
+    if mode is None:
+        expected = x
+    elif mode == "caffe":
+        expected = x[..., ::-1] - np.array([103.939, 116.779, 123.68], "float32")
+    else:
+        expected = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+    roundtrip(layer)
+    with pytest.raises(ValueError, match="input normalization"):
+        L.InputNormalization("imagenet")
+
+
+def test_channel_l2_normalize():
+    x = np.random.default_rng(1).normal(size=(2, 3, 3, 5)).astype("float32")
+    x[0, 0, 0] = 0.0
+    out = keras.ops.convert_to_numpy(L.ChannelL2Normalize()(x))
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    np.testing.assert_allclose(out, x / np.maximum(norms, 1e-12), rtol=1e-5, atol=1e-7)
+    assert np.all(out[0, 0, 0] == 0)
+    roundtrip(L.ChannelL2Normalize(epsilon=1e-6))
+
+
+def test_l2_pooling_matches_numpy():
+    x = np.random.default_rng(2).normal(size=(2, 6, 5, 3)).astype("float32")
+    out = keras.ops.convert_to_numpy(L.L2Pooling()(x))
+    kernel = np.outer([0.5, 1, 0.5], [0.5, 1, 0.5]) / 4.0
+    padded = np.pad(x**2, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros_like(x)
+    for i in range(3):
+        for j in range(3):
+            expected += kernel[i, j] * padded[:, i : i + 6, j : j + 5, :]
+    np.testing.assert_allclose(out, np.sqrt(expected + 1e-12), rtol=1e-5, atol=1e-6)
+    assert kernel.sum() == pytest.approx(1.0)
+    roundtrip(L.L2Pooling())
+
+
+def test_top_left_average_pooling():
+    x = np.arange(2 * 7 * 7 * 3, dtype="float32").reshape(2, 7, 7, 3)
+    out = keras.ops.convert_to_numpy(L.TopLeftAveragePooling(4)(x))
+    np.testing.assert_allclose(out, x[:, :4, :4].mean(axis=(1, 2)))
+    small = keras.ops.convert_to_numpy(L.TopLeftAveragePooling(4)(x[:, :2, :2]))
+    np.testing.assert_allclose(small, x[:, :2, :2].mean(axis=(1, 2)))
+    roundtrip(L.TopLeftAveragePooling(3))
+
+
+def test_score_affine():
+    out = keras.ops.convert_to_numpy(L.ScoreAffine(2.0, 5.0)(np.array([[1.0], [-1.0]], "float32")))
+    np.testing.assert_allclose(out, [7.0, 3.0])
+    roundtrip(L.ScoreAffine(3.5, -1.0))
+
+
+def test_attention_bias_index_matches_closed_form():
+    index, count = attention_bias_index(7)
+    assert index.shape == (16, 49) and count == 49
+    q, k = np.meshgrid(np.arange(16), np.arange(49), indexing="ij")
+    closed = np.abs(2 * (q // 4) - k // 7) * 7 + np.abs(2 * (q % 4) - k % 7)
+    np.testing.assert_array_equal(index, closed)
+    for g in (2, 3, 4, 16):
+        index, count = attention_bias_index(g)
+        assert index.shape == (((g + 1) // 2) ** 2, g * g)
+        assert index.max() == count - 1
+
+
+def numpy_attention_downsample(layer, x):
+    """Independent numpy forward of the block in inference mode."""
+    w = {v.path.split("/", 1)[1]: keras.ops.convert_to_numpy(v) for v in layer.weights}
+
+    def bn(name, t):
+        gamma, beta = w[f"{name}/gamma"], w[f"{name}/beta"]
+        mean, var = w[f"{name}/moving_mean"], w[f"{name}/moving_variance"]
+        return (t - mean) / np.sqrt(var + layer.batchnorm_epsilon) * gamma + beta
+
+    def conv1x1(name, t):
+        return t @ w[f"{name}/kernel"][0, 0] + w[f"{name}/bias"]
+
+    def dw_s2(name, t):
+        kernel, bias = w[f"{name}/kernel"][:, :, :, 0], w[f"{name}/bias"]
+        padded = np.pad(t, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        g = t.shape[1]
+        q = (g + 1) // 2
+        out = np.zeros((t.shape[0], q, q, t.shape[-1]))
+        for i in range(q):
+            for j in range(q):
+                patch = padded[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3, :]
+                out[:, i, j] = (patch * kernel).sum(axis=(1, 2))
+        return out + bias
+
+    b, g, _, c = x.shape
+    q = (g + 1) // 2
+    h, kd, vd = layer.num_heads, layer.key_dim, layer.value_dim
+    query = bn("query_bn", conv1x1("query_proj", dw_s2("query_local", x) + x[:, ::2, ::2]))
+    key = bn("key_bn", conv1x1("key_proj", x))
+    value = bn("value_bn", conv1x1("value_proj", x))
+    value_local = bn("value_local_bn", dw_s2("value_local", value))
+    query = query.reshape(b, q * q, h, kd).transpose(0, 2, 1, 3)
+    key = key.reshape(b, g * g, h, kd).transpose(0, 2, 1, 3)
+    value = value.reshape(b, g * g, h, vd).transpose(0, 2, 1, 3)
+    index, _ = attention_bias_index(g)
+    logits = query @ key.transpose(0, 1, 3, 2) * kd**-0.5 + w["attention_biases"][:, index]
+    attn = np.exp(logits - logits.max(-1, keepdims=True))
+    attn /= attn.sum(-1, keepdims=True)
+    out = (attn @ value).transpose(0, 2, 1, 3).reshape(b, q, q, h * vd)
+    out = np.maximum(out + value_local, 0)
+    return bn("output_bn", conv1x1("output_proj", out))
+
+
+@pytest.mark.parametrize("grid", [2, 7])
+def test_attention_downsample_matches_numpy(grid):
+    rng = np.random.default_rng(3)
+    layer = L.AttentionDownsample(num_heads=4, key_dim=4, attn_ratio=2)
+    x = rng.normal(size=(2, grid, grid, 24)).astype("float32")
+    layer(x)
+    for v in layer.weights:  # non-trivial statistics and biases
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32") if "variance" in v.path else rng.normal(0, 0.3, v.shape).astype("float32"))
+    out = keras.ops.convert_to_numpy(layer(x, training=False))
+    q = (grid + 1) // 2
+    assert out.shape == (2, q, q, 24)
+    np.testing.assert_allclose(out, numpy_attention_downsample(layer, x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+
+
+def test_attention_downsample_config_and_full_size_shapes():
+    layer = L.AttentionDownsample(batchnorm_momentum=0.95)
+    assert layer.compute_output_shape((None, 7, 7, 3840)) == (None, 4, 4, 3840)
+    clone = roundtrip(layer)
+    out = clone(np.zeros((1, 7, 7, 3840), "float32"))
+    assert tuple(out.shape) == (1, 4, 4, 3840)
+    params = sum(int(np.prod(v.shape)) for v in clone.trainable_weights)
+    assert 9.5e6 < params < 10.2e6  # "about 9.9M in the block"
+
+
+def test_layers_save_and_load_in_a_keras_file(tmp_path):
+    inputs = keras.Input((8, 8, 16))
+    x = L.ChannelL2Normalize()(inputs)
+    x = L.L2Pooling()(x)
+    x = L.AttentionDownsample(num_heads=2, key_dim=4)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(1)(x)
+    out = L.ScoreAffine(2.0, 1.0)(x)
+    model = keras.Model(inputs, out)
+    data = np.random.default_rng(4).normal(size=(3, 8, 8, 16)).astype("float32")
+    path = tmp_path / "layers.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0), rtol=1e-6, atol=1e-6)

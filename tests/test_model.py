@@ -1,0 +1,144 @@
+"""The ADTRS model: shapes, serialisation, training, seeding, backbone weights."""
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_adtrs
+from conftest import random_crops
+from keras_adtrs.model import ADTRSModel
+from keras_adtrs.weights import BackboneWeightsWarning
+
+
+def test_scores_and_intermediates_at_crop_64(tiny_model):
+    x = random_crops(3)
+    assert tuple(tiny_model(x).shape) == (3,)
+    inter = tiny_model.get_intermediates(x, batch_size=2)
+    assert {k: v.shape for k, v in inter.items()} == {
+        "layer4": (3, 2, 2, 2048),
+        "tokens": (3, 2, 2, 3840),
+        "block_output": (3, 1, 1, 3840),
+        "head_features": (3, 2048),
+        "score": (3,),
+    }
+    np.testing.assert_allclose(inter["score"], keras.ops.convert_to_numpy(tiny_model(x)), rtol=1e-5, atol=1e-4)
+
+
+def test_intermediates_at_crop_224_and_parameter_count():
+    model = keras_adtrs.build_adtrs(crop_size=224, backbone_weights=None, layer4_pooling="top_left")
+    inter = model.get_intermediates(random_crops(1, 224))
+    assert inter["layer4"].shape == (1, 7, 7, 2048)
+    assert inter["tokens"].shape == (1, 7, 7, 3840)
+    assert inter["block_output"].shape == (1, 4, 4, 3840)
+    assert 40e6 < model.count_params() < 42e6  # "about 41M in all"
+
+
+@pytest.mark.parametrize("bad", [32, 100, 544, 64.0, "224", True])
+def test_crop_size_is_validated(bad):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ADTRSModel(crop_size=bad)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="layer4_pooling"):
+        ADTRSModel(crop_size=64, layer4_pooling="max")
+    with pytest.raises(ValueError, match="backbone"):
+        ADTRSModel(crop_size=64, backbone="vgg16")
+    with pytest.raises(ValueError, match="loss weight"):
+        ADTRSModel(crop_size=64, loss_weights={"qualty": 1.0})
+
+
+def test_config_round_trip_and_keras_file(tiny_model, tmp_path):
+    config = tiny_model.get_config()
+    assert ADTRSModel.from_config(json.loads(json.dumps(config))).get_config() == config
+    for key in config:
+        if key not in ("name", "trainable"):
+            assert getattr(tiny_model, key) == config[key]
+    path = tmp_path / "m.keras"
+    tiny_model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, ADTRSModel) and loaded.get_config() == config
+    x = random_crops(4, seed=1)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), tiny_model.predict(x, verbose=0), rtol=1e-6, atol=1e-5)
+
+
+def tiny_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = random_crops(n, seed=seed)
+    dark = np.arange(n) % 2 == 0  # every batch holds both kinds
+    x[dark] *= 0.3  # a learnable signal: darker crops score lower
+    y = np.where(dark, 20.0, 80.0).astype("float32") + rng.normal(0, 2, n).astype("float32")
+    return x, y
+
+
+def test_fit_lowers_the_loss_and_reports_every_term():
+    keras.utils.set_random_seed(0)
+    model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=30.0, score_offset=50.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = tiny_data()
+    history = model.fit(x, y, batch_size=8, epochs=6, verbose=0, shuffle=False)
+    logs = history.history
+    for name in ("loss", "quality", "quality_flipped", "consistency", "consistency_flipped", "ranking", "ranking_flipped", "ranking_consistency"):
+        assert name in logs and len(logs[name]) == 6
+    assert logs["loss"][-1] < logs["loss"][0]
+    evaluated = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert set(evaluated) >= {"loss", "quality", "ranking"}
+    model.train_on_batch(x[:8], y[:8])
+
+
+def test_same_seed_same_scores():
+    def run():
+        keras.utils.set_random_seed(7)
+        model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=30.0, score_offset=50.0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        x, y = tiny_data(seed=3)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        return model.predict(x, verbose=0)
+
+    np.testing.assert_allclose(run(), run(), rtol=1e-5, atol=1e-5)
+
+
+def test_imagenet_download_failure_is_loud_and_recorded(monkeypatch):
+    from keras_adtrs import weights
+
+    def refuse(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(weights, "_download", refuse)
+    with pytest.warns(BackboneWeightsWarning, match="RANDOM WEIGHTS"):
+        model = keras_adtrs.build_adtrs(crop_size=64)
+    info = model.backbone_weights_info
+    assert info["requested"] == "imagenet" and "random" in info["source"] and "unreachable" in info["error"]
+
+
+def test_download_attempt_is_bounded(monkeypatch):
+    import time
+
+    import keras as keras_module
+
+    from keras_adtrs import weights
+
+    monkeypatch.setattr(keras_module.utils, "get_file", lambda *a, **k: time.sleep(30))
+    started = time.time()
+    with pytest.raises(TimeoutError):
+        weights._download("f.h5", "https://example.invalid/f.h5", None, timeout=0.5)
+    assert time.time() - started < 5
+
+
+def test_local_backbone_weights_file(tiny_model, tmp_path):
+    from keras_adtrs.weights import backbone_of
+
+    path = tmp_path / "backbone.weights.h5"
+    backbone_of(tiny_model).save_weights(path)
+    model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=str(path))
+    assert model.backbone_weights_info["source"].startswith("file ")
+    a, b = backbone_of(model).weights[0], backbone_of(tiny_model).weights[0]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        keras_adtrs.build_adtrs(crop_size=64, backbone_weights=str(tmp_path / "missing.h5"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert keras_adtrs.build_adtrs(crop_size=64, backbone_weights="none").backbone_weights_info["requested"] is None

@@ -1,0 +1,77 @@
+"""`python -m keras_adtrs.train` at tiny size writes every promised file."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def default_data_dir(tmp_path_factory):
+    """The default set, built once per test session into a temporary cache."""
+    from keras_adtrs.data.synthetic import load_default_source
+
+    directory = tmp_path_factory.mktemp("default_data")
+    load_default_source(data_dir=str(directory), verbose=False)
+    return str(directory)
+
+
+def run_train(args, **env):
+    environment = {**os.environ, "KERAS_ADTRS_OFFLINE": "1", **env}
+    environment.pop("KERAS_ADTRS_VERBOSE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_adtrs.train", *args],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=900,
+    )
+
+
+TINY = ["--crop-size", "64", "--epochs", "2", "--steps-per-epoch", "2", "--crops-per-image", "1", "--batch-size", "8", "--test-crops", "1"]
+
+
+def test_train_command_writes_every_file(default_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_train([*TINY, "--data-dir", default_data_dir, "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "split.json", "test_predictions.csv"):
+        assert (out / name).is_file(), name
+    assert any((out / "logs").rglob("events.out.tfevents*")), "no TensorBoard logs"
+    assert (out / "export" / "adtrs" / "1" / "saved_model.pb").is_file()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for part in ("test", "validation"):
+        assert set(metrics[part]) >= {"srcc", "plcc", "krcc", "rmse"}
+    assert metrics["best_epoch"] in (1, 2)
+    # The default backbone is imagenet; here the download cannot happen: loud and recorded.
+    assert "random" in metrics["backbone_weights"]["source"] and "error" in metrics["backbone_weights"]
+    assert "RANDOM WEIGHTS" in result.stderr
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["seed"] == 0 and config["settings"]["crop_size"] == 64
+    assert config["backbone_weights"]["requested"] == "imagenet"
+    assert config["data_set"]["name"] == "default"
+    assert set(config["split"]["counts"]) == {"train", "validation", "test"}
+    assert {"keras", "tensorflow", "numpy"} <= set(config["versions"])
+
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert {"loss", "quality", "ranking", "val_srcc", "val_plcc"} <= set(rows[0])
+
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+    assert "SRCC" in result.stdout and str(out) in result.stdout
+    # Clean output: no TensorFlow start-up log lines.
+    assert "I0000" not in result.stderr and "E0000" not in result.stderr, result.stderr[:2000]
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_train([*TINY, "--output-dir", str(blocker / "run")])
+    assert result.returncode != 0
+    assert "not writable" in result.stderr and "Epoch" not in result.stdout
