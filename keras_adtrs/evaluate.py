@@ -20,6 +20,8 @@ import os
 import sys
 import warnings
 
+from keras_adtrs.quiet import one_line_warnings
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SPLITS = ("test", "validation", "train", "all")
@@ -121,10 +123,7 @@ def main(argv=None):
         return 2
 
     with warnings.catch_warnings():
-        # One clean line per warning (undefined metrics), not a source excerpt.
-        warnings.showwarning = lambda message, category, *rest, **kw: print(
-            f"warning: {message}", file=sys.stderr
-        )
+        one_line_warnings()  # one clean line per warning (undefined metrics), not a source excerpt
         result = evaluate_model(
             model,
             source,

@@ -81,8 +81,11 @@ class ChannelL2Normalize(keras.layers.Layer):
         self.epsilon = epsilon
 
     def call(self, inputs):
-        norm = ops.sqrt(ops.sum(ops.square(inputs), axis=-1, keepdims=True))
-        return inputs / ops.maximum(norm, self.epsilon)
+        # float32 inside: under mixed precision the squares overflow float16
+        # and epsilon (1e-12) underflows to 0.
+        x = ops.cast(inputs, "float32")
+        norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+        return ops.cast(x / ops.maximum(norm, self.epsilon), inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -115,10 +118,11 @@ class L2Pooling(keras.layers.Layer):
         self._kernel = np.tile(kernel[:, :, None, None], (1, 1, channels, 1))
 
     def call(self, inputs):
-        kernel = ops.convert_to_tensor(self._kernel, dtype=inputs.dtype)
-        x = ops.pad(ops.square(inputs), [[0, 0], [1, 1], [1, 1], [0, 0]])
+        # float32 inside: epsilon (1e-12) underflows in float16 (sqrt(0) -> inf gradient).
+        kernel = ops.convert_to_tensor(self._kernel, dtype="float32")
+        x = ops.pad(ops.square(ops.cast(inputs, "float32")), [[0, 0], [1, 1], [1, 1], [0, 0]])
         out = ops.depthwise_conv(x, kernel, strides=1, padding="valid")
-        return ops.sqrt(out + self.epsilon)
+        return ops.cast(ops.sqrt(out + self.epsilon), inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -310,7 +314,11 @@ class AttentionDownsample(keras.layers.Layer):
         bias = ops.take(self.attention_biases, self._bias_index.reshape(-1), axis=1)
         bias = ops.reshape(bias, (self.num_heads, q * q, g * g))
         logits = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) * self.scale
-        attention = ops.softmax(logits + ops.cast(bias, logits.dtype), axis=-1)
+        # Softmax in float32 (mixed precision: float16 logits can overflow its exp).
+        attention = ops.softmax(
+            ops.cast(logits, "float32") + ops.cast(bias, "float32"), axis=-1
+        )
+        attention = ops.cast(attention, value.dtype)
         out = ops.matmul(attention, value)  # (B, heads, q*q, value_dim)
         out = ops.reshape(
             ops.transpose(out, (0, 2, 1, 3)),

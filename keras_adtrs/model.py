@@ -90,7 +90,10 @@ def build_adtrs_network(
     else:
         pooled_layer4 = adtrs_layers.TopLeftAveragePooling(4, name="layer4_pooling", dtype="float32")(layer4)
     joined = keras.layers.Concatenate(name="head_concat", dtype="float32")([head_features, pooled_layer4])
-    raw = keras.layers.Dense(1, name="score_dense", dtype="float32")(joined)
+    # Zero-initialised: the first predictions equal score_offset (the label mean), and
+    # Adam grows the head from there instead of first undoing a random projection of
+    # 4096 large, positively correlated features.
+    raw = keras.layers.Dense(1, kernel_initializer="zeros", name="score_dense", dtype="float32")(joined)
     score = adtrs_layers.ScoreAffine(score_scale, score_offset, name="score", dtype="float32")(raw)
     outputs = {
         "score": score,
@@ -214,6 +217,9 @@ class ADTRSModel(keras.Model):
             name: keras.metrics.Mean(name=name) for name in ("loss",) + LOSS_TERM_NAMES
         }
         self.built = True
+        #: Temporary weights over `loss_weights` (not saved): the ranking
+        #: warm-up of `keras_adtrs.callbacks.ObjectiveWarmup` sets them.
+        self.loss_weight_overrides = {}
         #: Where the backbone's weights came from (set by `build_adtrs`).
         self.backbone_weights_info = {"requested": None, "source": "random initialisation"}
 
@@ -274,7 +280,7 @@ class ADTRSModel(keras.Model):
             out_flipped["score"],
             consistency,
             consistency_flipped,
-            self.loss_weights,
+            {**self.loss_weights, **self.loss_weight_overrides},
         )
 
     def _update_trackers(self, terms, batch_size):

@@ -45,4 +45,17 @@ def quiet_tensorflow(verbose=None):
 
         tf.get_logger().setLevel("ERROR")
         tf.config.list_physical_devices()
-        tf.constant(0.0) + 1.0  # first device initialisation logs here
+        if not os.environ.get("TF_CONFIG"):
+            # Multi-worker training (TF_CONFIG) must configure collective ops
+            # before the TensorFlow context starts: leave that to the strategy.
+            tf.constant(0.0) + 1.0  # first device initialisation logs here
+
+
+def one_line_warnings():
+    """Command lines: print each Python warning as one `warning: ...` line on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show

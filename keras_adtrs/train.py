@@ -26,17 +26,21 @@ def build_parser():
     data.add_argument("--validation-fraction", type=float, default=0.1, help="share of training groups used to select the epoch (default: 0.1)")
     train = parser.add_argument_group("training")
     train.add_argument("--crop-size", type=int, help="crop side, a multiple of 32 in 64..512 (default: 64 on the default set, else 224)")
-    train.add_argument("--crops-per-image", type=int, help="random crops per training image per epoch (default: 6 on the default set, else 25)")
+    train.add_argument("--crops-per-image", type=int, help="random crops per training image per epoch (default: 2 on the default set, else 25)")
     train.add_argument("--test-crops", type=int, default=9, help="crops of the deterministic grid averaged per test image (default: 9)")
     train.add_argument("--batch-size", type=int, default=16, help="global batch size (default: 16)")
     train.add_argument("--epochs", type=int, help="epochs (default: 8 on the default set, else 10)")
     train.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch (default: one pass over the crops)")
-    train.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 1e-3 on the default set, else 1e-4)")
+    train.add_argument("--learning-rate", type=float, help="Adam learning rate (default: 5e-4 on the default set, else 1e-4)")
     train.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule (default: cosine)")
+    train.add_argument("--warmup-epochs", type=int, help="first epochs trained on the quality terms only (default: 3 on the default set, else 0)")
     train.add_argument("--weight-decay", type=float, default=0.0, help="coupled L2 weight decay, as the authors' Adam (default: 0)")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, crops and initialisation (default: 0)")
-    train.add_argument("--strategy", choices=("auto", "none", "mirrored", "multiworker"), default="auto", help="tf.distribute strategy (default: auto)")
+    train.add_argument("--strategy", choices=("auto", "none", "mirrored", "multiworker"), default="auto", help="tf.distribute strategy: auto (all GPUs when >1), none, mirrored, multiworker (TF_CONFIG) (default: auto)")
     train.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    train.add_argument("--backend", choices=("tensorflow", "jax"), help="Keras backend (default: $KERAS_BACKEND, else tensorflow); jax uses the numpy input pipeline and writes no SavedModel")
+    train.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute with loss scaling; score head and losses in float32")
+    train.add_argument("--checkpoint-every-steps", type=int, help="also checkpoint every N steps for resuming (default: each epoch end only)")
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", choices=("resnet50", "resnet50_v1_5"), default="resnet50", help="backbone (default: resnet50)")
     model.add_argument("--backbone-weights", type=_none_or_str, default="imagenet", help="imagenet, a local weights file, or none (default: imagenet)")
@@ -50,11 +54,22 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    import os
+
+    if (args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")) == "jax":
+        from keras_adtrs.training_jax import main as jax_main
+
+        return jax_main(argv)
     import keras_adtrs  # noqa: F401  (quiet TensorFlow start-up)
+    from keras_adtrs.quiet import one_line_warnings
+
+    one_line_warnings()
     from keras_adtrs.training import TrainConfig, run_training
 
     values = vars(args)
+    values.pop("backend")
     quiet = values.pop("quiet")
     config = TrainConfig(**values, verbose=0 if quiet else 1)
     run_training(config)

@@ -18,7 +18,16 @@ def l2_penalty(model):
     return 0.5 * model.l2_weight_decay * tf.add_n(squares)
 
 
-def train_step(model, data):
+def apply_step(model, data):
+    """One optimisation step on this replica's batch: `(terms, batch_size)`.
+
+    The total (plus the coupled L2 penalty) is divided by the number of
+    replicas before the gradient: the optimizer all-reduces gradients by sum,
+    so the applied gradient is that of the mean over replicas, i.e. of the
+    global batch for every term that is a mean over crops. With a
+    `LossScaleOptimizer` (mixed precision) `scale_loss` scales it and `apply`
+    unscales and skips non-finite steps.
+    """
     images, labels = unpack_batch(data)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     variables = model.trainable_variables
@@ -30,4 +39,14 @@ def train_step(model, data):
         scaled = model.optimizer.scale_loss(loss / replicas)
     gradients = tape.gradient(scaled, variables)
     model.optimizer.apply(gradients, variables)
-    return model._update_trackers(terms, tf.shape(labels)[0])
+    return terms, tf.shape(labels)[0]
+
+
+def train_step(model, data):
+    """`fit`'s step: `apply_step`, then the Mean trackers (weighted by batch size).
+
+    The trackers' variables are summed across replicas when read, so the
+    epoch logs are the global-batch means.
+    """
+    terms, batch_size = apply_step(model, data)
+    return model._update_trackers(terms, batch_size)

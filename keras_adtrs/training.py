@@ -54,15 +54,18 @@ class TrainConfig:
     output_dir: Optional[str] = None
     strategy: str = "auto"
     jit_compile: bool = False
+    mixed_precision: bool = False
+    warmup_epochs: Optional[int] = None
+    checkpoint_every_steps: Optional[int] = None
     export: bool = True
     verbose: int = 1
 
 
 #: Settings tuned per data set for what the machine can do; user values win.
 DATASET_DEFAULTS = {
-    "default": {"crop_size": 64, "crops_per_image": 6, "epochs": 8, "learning_rate": 1e-3},
+    "default": {"crop_size": 64, "crops_per_image": 2, "epochs": 8, "learning_rate": 5e-4, "warmup_epochs": 3},
 }
-GENERIC_DEFAULTS = {"crop_size": 224, "crops_per_image": 25, "epochs": 10, "learning_rate": 1e-4}
+GENERIC_DEFAULTS = {"crop_size": 224, "crops_per_image": 25, "epochs": 10, "learning_rate": 1e-4, "warmup_epochs": 0}
 
 
 def resolve_defaults(config):
@@ -89,20 +92,149 @@ def check_writable(directory):
 
 
 def versions():
+    """Versions of what the run used (TensorFlow only if this process imported it)."""
     import keras
     import scipy
-    import tensorflow as tf
 
-    return {
+    info = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "keras_adtrs": __import__("keras_adtrs").__version__,
         "keras": keras.__version__,
         "keras_backend": keras.backend.backend(),
-        "tensorflow": tf.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
     }
+    for name in ("tensorflow", "jax"):
+        module = sys.modules.get(name)
+        if module is not None:
+            info[name] = getattr(module, "__version__", "unknown")
+    return info
+
+
+def split_parts(config, source, say=print):
+    """The seeded split of `source`: `(split, train, validation, test)` sources."""
+    from keras_adtrs.data.splits import split_by_group
+
+    split = split_by_group(
+        source.groups,
+        test_fraction=config.test_fraction,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
+    parts = tuple(source.subset(idx) for idx in (split.train, split.validation, split.test))
+    say(
+        f"data set {source.name}: {len(source)} images -> train {len(parts[0])}, "
+        f"validation {len(parts[1])}, test {len(parts[2])} (split seed {config.seed})"
+    )
+    return (split,) + parts
+
+
+def training_steps(config, num_train):
+    """Steps per epoch; exits with a clear error when not one batch fits."""
+    steps = config.steps_per_epoch or (num_train * config.crops_per_image) // config.batch_size
+    if steps < 1:
+        raise SystemExit(
+            f"error: {num_train} training images x {config.crops_per_image} crops "
+            f"do not fill one batch of {config.batch_size}"
+        )
+    return steps
+
+
+def label_statistics(config, train_src):
+    """`(mean, std)` of the training labels that `ScoreAffine` maps back to."""
+    mean = float(np.mean(train_src.scores))
+    std = float(np.std(train_src.scores)) or 1.0
+    return mean, std
+
+
+def build_model(config, label_mean, label_std):
+    """`build_adtrs` with the run's settings."""
+    import keras_adtrs
+
+    return keras_adtrs.build_adtrs(
+        crop_size=config.crop_size,
+        backbone_weights=config.backbone_weights,
+        backbone=config.backbone,
+        layer4_pooling=config.layer4_pooling,
+        batchnorm_momentum=config.batchnorm_momentum,
+        score_scale=label_std if config.standardize_labels else 1.0,
+        score_offset=label_mean if config.standardize_labels else 0.0,
+        l2_weight_decay=config.weight_decay,
+    )
+
+
+def run_record(config, model, source, parts, label_mean, label_std, steps, replicas, **extra):
+    """What config.json records about a run."""
+    train_src, val_src, test_src = parts
+    return {
+        "settings": dataclasses.asdict(config),
+        **extra,
+        "backbone_weights": model.backbone_weights_info,
+        "model": model.get_config(),
+        "data_set": {
+            "name": source.name,
+            "images": len(source),
+            "higher_is_better": source.higher_is_better,
+            "score_range": list(source.score_range),
+            **{k: v for k, v in source.metadata.items() if isinstance(v, (str, int, float))},
+        },
+        "split": {
+            "seed": config.seed,
+            "test_fraction": config.test_fraction,
+            "validation_fraction": config.validation_fraction,
+            "by": "group (reference image for synthetic sets, image for authentic sets)",
+            "counts": {"train": len(train_src), "validation": len(val_src), "test": len(test_src)},
+        },
+        "label_standardization": {"mean": label_mean, "std": label_std, "applied": config.standardize_labels},
+        "steps_per_epoch": steps,
+        "replicas": replicas,
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def test_and_report(config, out_dir, model, best, parts, predict, results, say=print):
+    """Scores validation and test with `predict(model, images)`, writes
+    test_predictions.csv and metrics.json (`results` plus the metrics), prints
+    the summary table; returns the metrics dict."""
+    import warnings
+
+    from keras_adtrs import metrics as iqa_metrics
+
+    _, val_src, test_src = parts
+
+    def evaluate(part):
+        if len(part) == 0:
+            return {}, np.array([])
+        predictions = predict(best, part.images)
+        return iqa_metrics.all_metrics(predictions, part.scores), predictions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
+        test_metrics, test_predictions = evaluate(test_src)
+        val_metrics, _ = evaluate(val_src)
+    with open(os.path.join(out_dir, "test_predictions.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "score", "prediction"])
+        for name, label, pred in zip(test_src.names, test_src.scores, test_predictions):
+            writer.writerow([name, f"{label:.6g}", f"{pred:.6g}"])
+    results = {"test": test_metrics, "validation": val_metrics, **results}
+    _write_json(os.path.join(out_dir, "metrics.json"), results)
+
+    rows = [
+        [part, len(src), _fmt(m.get("srcc")), _fmt(m.get("plcc")), _fmt(m.get("krcc")), _fmt(m.get("rmse"))]
+        for part, src, m in (("validation", val_src, val_metrics), ("test", test_src, test_metrics))
+    ]
+    say("")
+    say(summary_table(rows, ["split", "images", "SRCC", "PLCC", "KRCC", "RMSE"]))
+    say("")
+    say(f"best epoch: {results.get('best_epoch')} ({results.get('selection')}); wall time {results['wall_seconds']:.0f} s")
+    if "error" in model.backbone_weights_info:
+        say(f"note: backbone started from random weights ({model.backbone_weights_info['error']})")
+    say(f"outputs: {os.path.abspath(out_dir)}")
+    return results
 
 
 def _write_json(path, payload):
@@ -132,19 +264,10 @@ def _learning_rate(config, total_steps):
 
 
 def choose_strategy(name):
-    """`tf.distribute` strategy by name: auto, none (also: mirrored, multiworker)."""
-    import tensorflow as tf
+    """`tf.distribute` strategy by name (see `keras_adtrs.distribute.choose_strategy`)."""
+    from keras_adtrs.distribute import choose_strategy as choose
 
-    if name == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "none":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be auto, none, mirrored or multiworker, got {name!r}")
+    return choose(name)
 
 
 def summary_table(rows, headers):
@@ -162,184 +285,135 @@ def _fmt(value):
 def run_training(config: TrainConfig):
     """Runs one training job; returns the metrics dict (also in metrics.json)."""
     import keras
-    import tensorflow as tf
 
-    import keras_adtrs
-    from keras_adtrs import metrics as iqa_metrics
-    from keras_adtrs.callbacks import ValidationMetrics
-    from keras_adtrs.data.pipeline import steps_per_epoch as count_steps
-    from keras_adtrs.data.pipeline import training_dataset
+    from keras_adtrs import distribute, resume
+    from keras_adtrs.callbacks import ObjectiveWarmup, ValidationMetrics
     from keras_adtrs.data.sources import load_source
-    from keras_adtrs.data.splits import split_by_group
     from keras_adtrs.scoring import score
 
     config = resolve_defaults(config)
     out_dir = config.output_dir
     check_writable(out_dir)
     started = time.time()
+    # First TensorFlow work of the run: MultiWorkerMirroredStrategy must configure
+    # the collective ops before the TensorFlow context starts.
+    strategy = choose_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
 
     say = print if config.verbose else (lambda *a, **k: None)
     source_kwargs = {"csv_path": config.csv} if config.csv else {}
     source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir, **source_kwargs)
-    split = split_by_group(
-        source.groups,
-        test_fraction=config.test_fraction,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-    )
-    train_src, val_src, test_src = (source.subset(idx) for idx in (split.train, split.validation, split.test))
-    say(
-        f"data set {source.name}: {len(source)} images -> train {len(train_src)}, "
-        f"validation {len(val_src)}, test {len(test_src)} (split seed {config.seed})"
-    )
-
-    steps = config.steps_per_epoch or count_steps(len(train_src), config.crops_per_image, config.batch_size)
-    if steps < 1:
-        raise SystemExit(
-            f"error: {len(train_src)} training images x {config.crops_per_image} crops "
-            f"do not fill one batch of {config.batch_size}"
-        )
-    label_mean = float(np.mean(train_src.scores))
-    label_std = float(np.std(train_src.scores)) or 1.0
-    strategy = choose_strategy(config.strategy)
+    split, train_src, val_src, test_src = split_parts(config, source, say)
+    parts = (train_src, val_src, test_src)
+    steps = training_steps(config, len(train_src))
+    label_mean, label_std = label_statistics(config, train_src)
+    chief = distribute.worker_role(strategy)[2]
+    out_dir = distribute.worker_output_dir(out_dir, strategy)
+    if not chief:
+        check_writable(out_dir)
+    if config.mixed_precision:
+        # float16 compute, float32 variables; the score head and the losses stay float32.
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    settings = dataclasses.asdict(config)
+    state = resume.load_state(out_dir, settings)
     with strategy.scope():
-        model = keras_adtrs.build_adtrs(
-            crop_size=config.crop_size,
-            backbone_weights=config.backbone_weights,
-            backbone=config.backbone,
-            layer4_pooling=config.layer4_pooling,
-            batchnorm_momentum=config.batchnorm_momentum,
-            score_scale=label_std if config.standardize_labels else 1.0,
-            score_offset=label_mean if config.standardize_labels else 0.0,
-            l2_weight_decay=config.weight_decay,
-        )
+        model = build_model(config, label_mean, label_std)
         optimizer = keras.optimizers.Adam(_learning_rate(config, steps * config.epochs))
+        if config.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        if state is not None:
+            resume.restore(model, state, out_dir)
+    if state is not None:
+        say(f"resuming from epoch {state['epoch'] + 1}, step {state['step']} ({out_dir}/checkpoint)")
 
-    run_config = {
-        "settings": dataclasses.asdict(config),
-        "backbone_weights": model.backbone_weights_info,
-        "model": model.get_config(),
-        "data_set": {
-            "name": source.name,
-            "images": len(source),
-            "higher_is_better": source.higher_is_better,
-            "score_range": list(source.score_range),
-            **{k: v for k, v in source.metadata.items() if isinstance(v, (str, int, float))},
-        },
-        "split": {
-            "seed": config.seed,
-            "test_fraction": config.test_fraction,
-            "validation_fraction": config.validation_fraction,
-            "by": "group (reference image for synthetic sets, image for authentic sets)",
-            "counts": {"train": len(train_src), "validation": len(val_src), "test": len(test_src)},
-        },
-        "label_standardization": {"mean": label_mean, "std": label_std, "applied": config.standardize_labels},
-        "steps_per_epoch": steps,
-        "replicas": strategy.num_replicas_in_sync,
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
+    run_config = run_record(
+        config, model, source, parts, label_mean, label_std, steps, strategy.num_replicas_in_sync
+    )
+    if state is not None and os.path.isfile(os.path.join(out_dir, "config.json")):
+        with open(os.path.join(out_dir, "config.json")) as handle:
+            run_config["started"] = json.load(handle).get("started", run_config["started"])
+        run_config["resumed"] = datetime.datetime.now().isoformat(timespec="seconds")
     _write_json(os.path.join(out_dir, "config.json"), run_config)
     _write_json(os.path.join(out_dir, "split.json"), split.to_json(source.names))
 
-    dataset = training_dataset(
-        train_src.images,
-        train_src.scores,
-        config.crop_size,
-        crops_per_image=config.crops_per_image,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        epochs=config.epochs,
-    )
-    if config.steps_per_epoch:
-        dataset = dataset.repeat()
+    total_steps = steps * config.epochs
+
+    def make_dataset(global_step):
+        return distribute.data_stream(train_src, config, steps, global_step, total_steps)
+
     model_path = os.path.join(out_dir, "model.keras")
-    callbacks = []
+    history_path = os.path.join(out_dir, "history.csv")
+    # history.csv is rewritten from the checkpoint's rows: each finished epoch once.
+    resume.write_history_csv(history_path, (state or {}).get("history", []))
+    initial_epoch, initial_step = (state["epoch"], state["step"]) if state else (0, 0)
+    sync = distribute.statistics_sync_callback(
+        model, strategy, steps, initial_epoch * steps + initial_step, config.checkpoint_every_steps
+    )
+    callbacks = [sync] if sync is not None else []
+    if config.warmup_epochs:
+        callbacks.append(ObjectiveWarmup(config.warmup_epochs))
     has_validation = len(val_src) > 1
+    best_checkpoint = None
     if has_validation:
-        callbacks.append(ValidationMetrics(val_src.images, val_src.scores, crops=config.test_crops))
         callbacks.append(
-            keras.callbacks.ModelCheckpoint(model_path, monitor="val_srcc", mode="max", save_best_only=True)
+            ValidationMetrics(val_src.images, val_src.scores, crops=config.test_crops,
+                              direct_call=strategy.num_replicas_in_sync > 1)
         )
+        best_so_far = (state or {}).get("best_val_srcc")
+        best_checkpoint = keras.callbacks.ModelCheckpoint(
+            model_path, monitor="val_srcc", mode="max", save_best_only=True,
+            initial_value_threshold=best_so_far,
+        )
+        callbacks.append(best_checkpoint)
     else:
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
-    callbacks += [
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
-    ]
+    checkpoint = resume.ResumeCheckpoint(
+        out_dir, steps, settings, state=state, best_checkpoint=best_checkpoint,
+        every_steps=config.checkpoint_every_steps,
+    )
+    callbacks += [checkpoint, keras.callbacks.CSVLogger(history_path, append=True)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False))
+    steps_to_run = max(total_steps - (initial_epoch * steps + initial_step), 0)
     say(
         f"training {config.epochs} epoch(s) x {steps} steps, batch {config.batch_size}, "
-        f"crop {config.crop_size}, backbone weights: {model.backbone_weights_info['source']}"
+        f"crop {config.crop_size}, {strategy.num_replicas_in_sync} replica(s), "
+        f"backbone weights: {model.backbone_weights_info['source']}"
     )
     fit_started = time.time()
-    history = model.fit(
-        dataset,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
-    )
+    if initial_epoch < config.epochs:
+        distribute.train_epochs(
+            model, strategy, make_dataset, steps, config.epochs, initial_epoch, initial_step, callbacks,
+            verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
+            jit_compile=config.jit_compile,
+        )
     train_seconds = time.time() - fit_started
 
-    best_epoch = None
-    if has_validation:
-        val_curve = history.history.get("val_srcc", [])
-        best_epoch = int(np.argmax(val_curve)) + 1 if val_curve else None
+    best_epoch = checkpoint.best_epoch() if has_validation else None
+    if not chief:
+        say(f"worker {distribute.worker_role(strategy)[:2]} done; the chief tests and exports")
+        return {"best_epoch": best_epoch, "epochs": config.epochs, "worker": True}
     best = keras.saving.load_model(model_path)
-
-    def evaluate(part):
-        if len(part) == 0:
-            return {}, np.array([])
-        predictions = score(best, part.images, crops=config.test_crops)
-        return iqa_metrics.all_metrics(predictions, part.scores), predictions
-
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
-        test_metrics, test_predictions = evaluate(test_src)
-        val_metrics, _ = evaluate(val_src)
-    with open(os.path.join(out_dir, "test_predictions.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file_name", "score", "prediction"])
-        for name, label, pred in zip(test_src.names, test_src.scores, test_predictions):
-            writer.writerow([name, f"{label:.6g}", f"{pred:.6g}"])
-
     export_path = None
     if config.export:
         from keras_adtrs.export import export_model
 
         export_path = export_model(best, os.path.join(out_dir, "export"), num_crops=config.test_crops)
-
     results = {
-        "test": test_metrics,
-        "validation": val_metrics,
         "best_epoch": best_epoch,
         "epochs": config.epochs,
         "selection": "best validation SRCC" if has_validation else "last epoch (no validation part)",
+        "warmup_epochs": config.warmup_epochs,
         "test_crops": config.test_crops,
         "backbone_weights": model.backbone_weights_info,
         "train_seconds": round(train_seconds, 1),
         "wall_seconds": round(time.time() - started, 1),
-        "train_crops_per_second": round(steps * config.epochs * config.batch_size / train_seconds, 2),
+        "train_crops_per_second": round(steps_to_run * config.batch_size / train_seconds, 2) if steps_to_run else None,
         "model": model_path,
         "export": export_path,
     }
-    _write_json(os.path.join(out_dir, "metrics.json"), results)
-
-    rows = [
-        [part, len(src), _fmt(m.get("srcc")), _fmt(m.get("plcc")), _fmt(m.get("krcc")), _fmt(m.get("rmse"))]
-        for part, src, m in (("validation", val_src, val_metrics), ("test", test_src, test_metrics))
-    ]
-    say("")
-    say(summary_table(rows, ["split", "images", "SRCC", "PLCC", "KRCC", "RMSE"]))
-    say("")
-    say(f"best epoch: {best_epoch} ({results['selection']}); wall time {results['wall_seconds']:.0f} s")
-    if "error" in model.backbone_weights_info:
-        say(f"note: backbone started from random weights ({model.backbone_weights_info['error']})")
-    say(f"outputs: {os.path.abspath(out_dir)}")
-    return results
+    return test_and_report(
+        config, out_dir, model, best, parts,
+        lambda m, images: score(m, images, crops=config.test_crops), results, say,
+    )

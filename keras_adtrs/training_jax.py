@@ -26,11 +26,8 @@ The Keras backend must be JAX before keras is first imported: run
 (the command line re-executes itself with KERAS_BACKEND=jax if needed).
 """
 
-import csv
 import dataclasses
-import datetime
 import os
-import platform
 import sys
 import time
 import warnings
@@ -39,36 +36,17 @@ import numpy as np
 
 from keras_adtrs.training import (
     TrainConfig,
-    _fmt,
     _learning_rate,
     _write_json,
+    build_model,
     check_writable,
+    label_statistics,
     resolve_defaults,
-    summary_table,
+    run_record,
+    split_parts,
+    test_and_report,
+    training_steps,
 )
-
-
-def versions():
-    import keras
-    import scipy
-
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "keras_adtrs": __import__("keras_adtrs").__version__,
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
-    try:
-        import jax
-
-        info["jax"] = jax.__version__
-        info["jax_devices"] = [str(d) for d in jax.devices()]
-    except ImportError:
-        pass
-    return info
 
 
 def _validation_callback(crops, scores, batch_size=64):
@@ -129,15 +107,13 @@ def run_training_jax(config: TrainConfig, source=None):
             f"run_training_jax needs the JAX backend, but keras runs on {keras.backend.backend()!r}: "
             "set KERAS_BACKEND=jax before keras is imported"
         )
-    import keras_adtrs
-    from keras_adtrs import metrics as iqa_metrics
     from keras_adtrs.data.numpy_loader import (
         TrainingCrops,
         all_grid_crops,
         load_source_numpy,
         predict_grid_scores,
     )
-    from keras_adtrs.data.splits import split_by_group
+    from keras_adtrs.callbacks import ObjectiveWarmup
 
     config = resolve_defaults(config)
     out_dir = config.output_dir
@@ -150,64 +126,17 @@ def run_training_jax(config: TrainConfig, source=None):
         source = load_source_numpy(
             config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir, csv_path=config.csv
         )
-    split = split_by_group(
-        source.groups,
-        test_fraction=config.test_fraction,
-        validation_fraction=config.validation_fraction,
-        seed=config.seed,
-    )
-    train_src, val_src, test_src = (source.subset(idx) for idx in (split.train, split.validation, split.test))
-    say(
-        f"data set {source.name}: {len(source)} images -> train {len(train_src)}, "
-        f"validation {len(val_src)}, test {len(test_src)} (split seed {config.seed})"
-    )
-    steps = config.steps_per_epoch or (len(train_src) * config.crops_per_image) // config.batch_size
-    if steps < 1:
-        raise SystemExit(
-            f"error: {len(train_src)} training images x {config.crops_per_image} crops "
-            f"do not fill one batch of {config.batch_size}"
-        )
-    label_mean = float(np.mean(train_src.scores))
-    label_std = float(np.std(train_src.scores)) or 1.0
-    model = keras_adtrs.build_adtrs(
-        crop_size=config.crop_size,
-        backbone_weights=config.backbone_weights,
-        backbone=config.backbone,
-        layer4_pooling=config.layer4_pooling,
-        batchnorm_momentum=config.batchnorm_momentum,
-        score_scale=label_std if config.standardize_labels else 1.0,
-        score_offset=label_mean if config.standardize_labels else 0.0,
-        l2_weight_decay=config.weight_decay,
-    )
+    split, train_src, val_src, test_src = split_parts(config, source, say)
+    parts = (train_src, val_src, test_src)
+    steps = training_steps(config, len(train_src))
+    label_mean, label_std = label_statistics(config, train_src)
+    model = build_model(config, label_mean, label_std)
     model.compile(optimizer=keras.optimizers.Adam(_learning_rate(config, steps * config.epochs)), jit_compile=True)
 
-    run_config = {
-        "settings": dataclasses.asdict(config),
-        "backend": "jax",
-        "pipeline": "numpy (keras_adtrs.data.numpy_loader): PIL decoding, numpy RNG crops",
-        "backbone_weights": model.backbone_weights_info,
-        "model": model.get_config(),
-        "data_set": {
-            "name": source.name,
-            "images": len(source),
-            "higher_is_better": source.higher_is_better,
-            "score_range": list(source.score_range),
-            **{k: v for k, v in source.metadata.items() if isinstance(v, (str, int, float))},
-        },
-        "split": {
-            "seed": config.seed,
-            "test_fraction": config.test_fraction,
-            "validation_fraction": config.validation_fraction,
-            "by": "group (reference image for synthetic sets, image for authentic sets)",
-            "counts": {"train": len(train_src), "validation": len(val_src), "test": len(test_src)},
-        },
-        "label_standardization": {"mean": label_mean, "std": label_std, "applied": config.standardize_labels},
-        "steps_per_epoch": steps,
-        "replicas": 1,
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"),
-    }
+    run_config = run_record(
+        config, model, source, parts, label_mean, label_std, steps, 1,
+        backend="jax", pipeline="numpy (keras_adtrs.data.numpy_loader): PIL decoding, numpy RNG crops",
+    )
     _write_json(os.path.join(out_dir, "config.json"), run_config)
     _write_json(os.path.join(out_dir, "split.json"), split.to_json(source.names))
 
@@ -225,6 +154,8 @@ def run_training_jax(config: TrainConfig, source=None):
     has_validation = len(val_src) > 1
     timing = _timing_callback()
     callbacks = [timing]
+    if config.warmup_epochs:
+        callbacks.append(ObjectiveWarmup(config.warmup_epochs))
     if has_validation:
         val_crops = all_grid_crops(val_src.images, config.crop_size, config.test_crops)
         callbacks.append(_validation_callback(val_crops, val_src.scores))
@@ -252,42 +183,21 @@ def run_training_jax(config: TrainConfig, source=None):
         val_curve = history.history.get("val_srcc", [])
         best_epoch = int(np.argmax(val_curve)) + 1 if val_curve else None
     best = keras.saving.load_model(model_path)
-
-    def evaluate(part):
-        if len(part) == 0:
-            return {}, np.array([])
-        predictions = predict_grid_scores(best, part.images, config.crop_size, config.test_crops)
-        return iqa_metrics.all_metrics(predictions, part.scores), predictions
-
-    eval_started = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
-        test_metrics, test_predictions = evaluate(test_src)
-        val_metrics, _ = evaluate(val_src)
-    eval_seconds = time.time() - eval_started
-    with open(os.path.join(out_dir, "test_predictions.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file_name", "score", "prediction"])
-        for name, label, pred in zip(test_src.names, test_src.scores, test_predictions):
-            writer.writerow([name, f"{label:.6g}", f"{pred:.6g}"])
-
     crops_per_epoch = steps * config.batch_size
     # Steady state: epochs after the first (which includes XLA compilation).
     later = timing.times[1:]
     steady = round(crops_per_epoch * len(later) / sum(later), 2) if later and sum(later) > 0 else None
     results = {
-        "test": test_metrics,
-        "validation": val_metrics,
         "best_epoch": best_epoch,
         "epochs": config.epochs,
         "selection": "best validation SRCC" if has_validation else "last epoch (no validation part)",
+        "warmup_epochs": config.warmup_epochs,
         "test_crops": config.test_crops,
         "backbone_weights": model.backbone_weights_info,
         "backend": "jax",
         "train_seconds": round(train_seconds, 1),
         "epoch_seconds": [round(t, 2) for t in timing.times],
         "first_step_seconds": round(getattr(timing, "first_step", float("nan")), 2),
-        "eval_seconds": round(eval_seconds, 1),
         "wall_seconds": round(time.time() - started, 1),
         "train_crops_per_second": round(steps * config.epochs * config.batch_size / train_seconds, 2),
         "train_crops_per_second_after_first_epoch": steady,
@@ -296,20 +206,10 @@ def run_training_jax(config: TrainConfig, source=None):
         "export_note": "SavedModel export needs TensorFlow: load model.keras under KERAS_BACKEND=tensorflow "
         "and call keras_adtrs.export.export_model",
     }
-    _write_json(os.path.join(out_dir, "metrics.json"), results)
-
-    rows = [
-        [part, len(src), _fmt(m.get("srcc")), _fmt(m.get("plcc")), _fmt(m.get("krcc")), _fmt(m.get("rmse"))]
-        for part, src, m in (("validation", val_src, val_metrics), ("test", test_src, test_metrics))
-    ]
-    say("")
-    say(summary_table(rows, ["split", "images", "SRCC", "PLCC", "KRCC", "RMSE"]))
-    say("")
-    say(f"best epoch: {best_epoch} ({results['selection']}); wall time {results['wall_seconds']:.0f} s")
-    if "error" in model.backbone_weights_info:
-        say(f"note: backbone started from random weights ({model.backbone_weights_info['error']})")
-    say(f"outputs: {os.path.abspath(out_dir)}")
-    return results
+    return test_and_report(
+        config, out_dir, model, best, parts,
+        lambda m, images: predict_grid_scores(m, images, config.crop_size, config.test_crops), results, say,
+    )
 
 
 def _drop_backend_option(argv):

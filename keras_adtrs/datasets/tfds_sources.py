@@ -69,6 +69,7 @@ def prepare_builder(name, data_dir=None, manual_dir=None):
         manual_dir = epath.Path(manual_dir).expanduser()
         if not manual_dir.is_dir():
             raise FileNotFoundError(f"manual_dir for {name!r} is not a folder: {manual_dir}")
+        tfds.disable_progress_bar()  # clean command-line output
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
         )

@@ -9,7 +9,7 @@ Example:
 >>> ServingClient("localhost:8500", "adtrs").score_files(["a.jpg"])  # doctest: +SKIP
 """
 
-__all__ = ["ServingClient", "ServingError", "expand_paths"]
+__all__ = ["ServingClient", "ServingError"]
 
 
 def __getattr__(name):

@@ -26,7 +26,7 @@ Command line:
 
 ```
 python -m keras_adtrs.serving.client --server HOST:PORT --model NAME \\
-    [--signature NAME] [--format table|json] [--timeout S] PATHS...
+    [--signature NAME] [--format table|csv|json] [--timeout S] PATHS...
 ```
 Folders are expanded recursively (image files only), globs are expanded;
 the exit status is 1 when any file failed, 2 when the server could not be
@@ -38,8 +38,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -47,6 +45,8 @@ import time  # noqa: E402
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+
+from keras_adtrs.scoring import expand_paths, format_rows  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
@@ -54,7 +54,6 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE,)
 _NUMPY_DTYPES = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64}
 _VALUE_FIELDS = {types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val"}
@@ -94,44 +93,6 @@ def _float_values(proto):
     if values.size == 1 and size > 1:  # TF's compact form repeats a single value
         values = np.repeat(values, size)
     return values
-
-
-def expand_paths(patterns):
-    """Files named by `patterns`: files as given, folders recursively, globs expanded.
-
-    Args:
-        patterns: list of str. Files, folders or glob patterns.
-
-    Returns:
-        list of `(path, error)` pairs in order; `error` is None, or a message
-        when a pattern named nothing.
-
-    Example:
-    >>> expand_paths(["photos/", "*.png"])  # doctest: +SKIP
-    [('photos/a.jpg', None), ('b.png', None)]
-    """
-    found = []
-    for pattern in patterns:
-        if os.path.isdir(pattern):
-            files = []
-            for root, dirs, names in os.walk(pattern):
-                dirs.sort()
-                files.extend(
-                    os.path.join(root, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)
-                )
-            found.extend((p, None) for p in files)
-            if not files:
-                found.append((pattern, "folder holds no image files"))
-        elif os.path.exists(pattern):
-            found.append((pattern, None))
-        elif glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-            found.extend((p, None) for p in matches)
-            if not matches:
-                found.append((pattern, "no file matches this pattern"))
-        else:
-            found.append((pattern, "no such file or folder"))
-    return found
 
 
 class ServingClient:
@@ -388,16 +349,6 @@ class ServingClient:
 
 
 # --------------------------------------------------------------------- CLI
-def format_table(rows):
-    """Rows as a plain-text table: path, score (or the error)."""
-    width = max([len("path")] + [len(r["path"]) for r in rows])
-    lines = [f"{'path':<{width}}  score"]
-    for row in rows:
-        value = f"{row['score']:.4f}" if "score" in row else f"ERROR {row['error']}"
-        lines.append(f"{row['path']:<{width}}  {value}")
-    return "\n".join(lines)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m keras_adtrs.serving.client",
@@ -406,7 +357,7 @@ def build_parser():
     parser.add_argument("--server", required=True, help="HOST:PORT of the gRPC port (TF Serving: 8500)")
     parser.add_argument("--model", required=True, help="served model name")
     parser.add_argument("--signature", default="serving_default", help="signature name (default: serving_default)")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format, as predict (default: table)")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds (default: 10)")
     parser.add_argument("--retries", type=int, default=3, help="retries of UNAVAILABLE calls (default: 3)")
     parser.add_argument("--batch-size", type=int, default=16, help="files per request (default: 16)")
@@ -424,8 +375,7 @@ def main(argv=None):
     >>> main(["--server", "localhost:8500", "--model", "adtrs", "photos/"])  # doctest: +SKIP
     """
     args = build_parser().parse_args(argv)
-    expanded = expand_paths(args.paths)
-    files = [path for path, error in expanded if error is None]
+    files = expand_paths(args.paths)
     client = ServingClient(
         args.server,
         args.model,
@@ -435,17 +385,13 @@ def main(argv=None):
         batch_size=args.batch_size,
     )
     try:
-        scored = iter(client.score_files(files)) if files else iter(())
+        rows = client.score_files(files) if files else []
     except ServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         client.close()
-    rows = [next(scored) if error is None else {"path": path, "error": error} for path, error in expanded]
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows))
+    print(format_rows(rows, args.format))
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"{failed} of {len(rows)} file(s) failed", file=sys.stderr)

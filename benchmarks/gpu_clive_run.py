@@ -1,0 +1,83 @@
+"""Device run: train ADTRS from scratch on LIVE-C under JAX (no TensorFlow), report timing and SRCC/PLCC.
+
+Called by benchmarks/gpu_clive_run.sh. `--smoke` shrinks everything for a CPU check.
+Writes <out>/metrics.json (wall time, crops/s, test SRCC/PLCC) plus the run folder.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--manual-dir", default="../shared/data/clive_dev")
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu_clive_out"))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--crop-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--crops-per-image", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU check: crop 64, batch 4, 2x2 steps")
+    args = parser.parse_args()
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    if args.smoke:
+        args.crop_size, args.batch_size, args.epochs, args.steps_per_epoch, args.crops_per_image = 64, 4, 2, 2, 1
+    started = time.time()
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit("set KERAS_BACKEND=jax")
+    from keras_adtrs.training import TrainConfig
+    from keras_adtrs.training_jax import run_training_jax
+
+    config = TrainConfig(
+        dataset="live_challenge",
+        manual_dir=args.manual_dir,
+        crop_size=args.crop_size,
+        crops_per_image=args.crops_per_image,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        learning_rate=args.learning_rate,
+        backbone_weights=None,  # from scratch: no network, ImageNet weights exceed the transfer limit
+        test_fraction=0.2,
+        validation_fraction=0.1,
+        test_crops=2 if args.smoke else 9,
+        seed=args.seed,
+        output_dir=os.path.join(args.out, "run"),
+        verbose=1,
+    )
+    results = run_training_jax(config)
+    import jax
+
+    summary = {
+        "device": [str(d) for d in jax.devices()],
+        "wall_seconds_total": round(time.time() - started, 1),
+        "train_seconds": results["train_seconds"],
+        "first_step_seconds": results["first_step_seconds"],
+        "epoch_seconds": results["epoch_seconds"],
+        "train_crops_per_second": results["train_crops_per_second"],
+        "train_crops_per_second_after_first_epoch": results["train_crops_per_second_after_first_epoch"],
+        "test_srcc": results["test"].get("srcc"),
+        "test_plcc": results["test"].get("plcc"),
+        "best_epoch": results["best_epoch"],
+        "settings": vars(args),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "metrics.json"), "w") as handle:
+        json.dump(summary, handle, indent=2, default=str)
+    print(json.dumps(summary, indent=2, default=str))
+    # model.keras (~100 MB) is too big to bring back; keep only small files.
+    model = os.path.join(args.out, "run", "model.keras")
+    if not args.smoke and os.path.exists(model) and os.environ.get("KEEP_MODEL") != "1":
+        os.remove(model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

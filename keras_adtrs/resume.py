@@ -1,0 +1,169 @@
+"""Checkpoints that let a killed training run resume where it stopped.
+
+The run's output directory holds `checkpoint/state.json` and one
+`checkpoint/weights-<global step>.weights.h5` (model weights, optimizer state
+and step counter, BatchNorm statistics). `ResumeCheckpoint` writes them at
+each epoch end (and every N steps with `--checkpoint-every-steps`): first the
+weights file under a new name, then `state.json` (written aside and renamed),
+then the older weights file is removed, so a kill at any moment leaves a
+consistent pair. `state.json` records the next epoch and step, the epoch
+history rows (the source of `history.csv`, rewritten from them on resume so
+every epoch appears once), the best validation SRCC so far (the threshold of
+the best-model checkpoint) and the settings that must not change.
+"""
+
+import csv
+import json
+import os
+
+import keras
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+#: Settings a resumed run must share with the interrupted one.
+FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed", "steps_per_epoch",
+                  "learning_rate", "lr_schedule", "backbone", "layer4_pooling", "mixed_precision",
+                  "test_fraction", "validation_fraction", "standardize_labels")
+
+
+def _state_path(out_dir):
+    return os.path.join(out_dir, CHECKPOINT_DIR, STATE_FILE)
+
+
+def load_state(out_dir, settings=None):
+    """The saved state of an interrupted run in `out_dir`, or None.
+
+    Raises SystemExit when `settings` (a dict) differ from the saved run's in
+    one of `FIXED_SETTINGS`.
+    """
+    path = _state_path(out_dir)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        state = json.load(handle)
+    if settings is not None:
+        changed = [
+            f"{k}: {state['settings'].get(k)!r} -> {settings.get(k)!r}"
+            for k in FIXED_SETTINGS
+            if k in state.get("settings", {}) and state["settings"].get(k) != settings.get(k)
+        ]
+        if changed:
+            raise SystemExit(
+                f"error: {out_dir!r} holds an interrupted run with other settings ({'; '.join(changed)}); "
+                "rerun the same command or choose another --output-dir"
+            )
+    return state
+
+
+def restore(model, state, out_dir):
+    """Loads the checkpointed weights and optimizer state into a compiled `model`.
+
+    Call it under the strategy's scope: the optimizer's variables are built
+    first so that they can receive the saved values.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(out_dir, CHECKPOINT_DIR, state["weights"]))
+
+
+def write_history_csv(path, rows):
+    """`history.csv` as `keras.callbacks.CSVLogger` writes it, from epoch rows."""
+    if not rows:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    keys = sorted(k for k in rows[0] if k != "epoch")
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch"] + keys, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"epoch": row["epoch"], **{k: row.get(k, "NA") for k in keys}})
+    os.replace(tmp, path)
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Writes the resume state at each epoch end and every `every_steps` steps.
+
+    Put it after the callbacks that add to or read the epoch logs
+    (`ValidationMetrics`, the best-model `ModelCheckpoint`).
+
+    Args:
+        out_dir: str. The run's output directory.
+        steps_per_epoch: int.
+        settings: dict. The run's settings (the `FIXED_SETTINGS` are checked
+            on resume).
+        state: dict or None. The state resumed from.
+        best_checkpoint: the best-model `ModelCheckpoint`, or None; its `best`
+            is saved.
+        every_steps: int or None. Also checkpoint every this many steps.
+    """
+
+    def __init__(self, out_dir, steps_per_epoch, settings, state=None, best_checkpoint=None, every_steps=None):
+        super().__init__()
+        self.directory = os.path.join(out_dir, CHECKPOINT_DIR)
+        os.makedirs(self.directory, exist_ok=True)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.settings = settings
+        self.best_checkpoint = best_checkpoint
+        self.every_steps = int(every_steps) if every_steps else None
+        state = state or {}
+        self.history = list(state.get("history", []))
+        self.best = state.get("best_val_srcc")
+        self.global_step = int(state.get("epoch", 0)) * self.steps_per_epoch + int(state.get("step", 0))
+        self.weights = state.get("weights")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.global_step += 1
+        within = self.global_step % self.steps_per_epoch
+        if self.every_steps and within and within % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": int(epoch)}
+        row.update({k: _float(v) for k, v in (logs or {}).items()})
+        self.history = [r for r in self.history if r["epoch"] != int(epoch)] + [row]
+        if self.best_checkpoint is not None and _float(self.best_checkpoint.best) is not None:
+            best = float(self.best_checkpoint.best)
+            self.best = best if abs(best) != float("inf") else None
+        self.global_step = (int(epoch) + 1) * self.steps_per_epoch
+        self.save()
+
+    def best_epoch(self):
+        """1-based epoch of the best `val_srcc` (first of ties), or None."""
+        scored = [(r["epoch"], r.get("val_srcc")) for r in self.history if r.get("val_srcc") is not None]
+        if not scored:
+            return None
+        best = max(v for _, v in scored)
+        return min(e for e, v in scored if v == best) + 1
+
+    def save(self):
+        epoch, step = divmod(self.global_step, self.steps_per_epoch)
+        name = f"weights-{self.global_step:09d}.weights.h5"
+        self.model.save_weights(os.path.join(self.directory, name), overwrite=True)
+        state = {
+            "epoch": epoch,
+            "step": step,
+            "global_step": self.global_step,
+            "weights": name,
+            "best_val_srcc": self.best,
+            "history": self.history,
+            "settings": self.settings,
+        }
+        path = os.path.join(self.directory, STATE_FILE)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(state, handle, indent=1)
+        os.replace(path + ".tmp", path)
+        previous, self.weights = self.weights, name
+        if previous and previous != name:
+            try:
+                os.remove(os.path.join(self.directory, previous))
+            except OSError:
+                pass
