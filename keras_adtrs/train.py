@@ -23,6 +23,7 @@ def build_parser():
     data.add_argument("--manual-dir", help="folder holding a data set's release files (or the image root of --dataset csv)")
     data.add_argument("--csv", help="scores CSV for --dataset csv (columns: image, score[, reference, std])")
     data.add_argument("--test-fraction", type=float, default=0.2, help="share of groups held out for test (default: 0.2)")
+    data.add_argument("--splits", type=int, default=1, help="repeat on N seeded splits (seeds seed..seed+N-1) and report the median (default: 1)")
     data.add_argument("--validation-fraction", type=float, default=0.1, help="share of training groups used to select the epoch (default: 0.1)")
     train = parser.add_argument_group("training")
     train.add_argument("--crop-size", type=int, help="crop side, a multiple of 32 in 64..512 (default: 64 on the default set, else 224)")
@@ -66,13 +67,19 @@ def main(argv=None):
     from keras_adtrs.quiet import one_line_warnings
 
     one_line_warnings()
-    from keras_adtrs.training import TrainConfig, run_training
+    from keras_adtrs.training import TrainConfig, run_repeated, run_training
 
     values = vars(args)
     values.pop("backend")
     quiet = values.pop("quiet")
+    splits = values.pop("splits")
+    if splits < 1:
+        raise SystemExit(f"error: --splits must be at least 1, got {splits}")
     config = TrainConfig(**values, verbose=0 if quiet else 1)
-    run_training(config)
+    if splits > 1:
+        run_repeated(config, splits)
+    else:
+        run_training(config)
     return 0
 
 

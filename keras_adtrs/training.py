@@ -417,3 +417,50 @@ def run_training(config: TrainConfig):
         config, out_dir, model, best, parts,
         lambda m, images: score(m, images, crops=config.test_crops), results, say,
     )
+
+
+def run_repeated(config: TrainConfig, num_splits):
+    """The field's protocol: train and test on `num_splits` seeded splits.
+
+    Split `k` uses seed `config.seed + k` (split, crops and initialisation) and
+    writes a full run into `OUTPUT_DIR/split-<k>/` (the epoch is always chosen
+    on that split's validation part). `OUTPUT_DIR/protocol.json` keeps each
+    split's test metrics and their median, mean, standard deviation, minimum
+    and maximum; a table is printed.
+
+    Returns:
+        The protocol dict.
+    """
+    config = resolve_defaults(config)
+    base = config.output_dir
+    check_writable(base)
+    runs = []
+    for k in range(num_splits):
+        run_config = dataclasses.replace(config, seed=config.seed + k, output_dir=os.path.join(base, f"split-{k}"))
+        if config.verbose:
+            print(f"\n=== split {k + 1} of {num_splits} (seed {run_config.seed}) ===")
+        result = run_training(run_config)
+        runs.append({"split": k, "seed": run_config.seed, "best_epoch": result.get("best_epoch"),
+                     "test": result.get("test", {}), "validation": result.get("validation", {})})
+    summary = {}
+    for name in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
+        values = np.array([r["test"].get(name, np.nan) for r in runs], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        summary[name] = {
+            "median": float(np.median(finite)) if finite.size else None,
+            "mean": float(np.mean(finite)) if finite.size else None,
+            "std": float(np.std(finite)) if finite.size else None,
+            "min": float(np.min(finite)) if finite.size else None,
+            "max": float(np.max(finite)) if finite.size else None,
+            "undefined_splits": int(values.size - finite.size),
+        }
+    protocol = {"splits": num_splits, "dataset": config.dataset, "seeds": [r["seed"] for r in runs],
+                "test": summary, "runs": runs}
+    _write_json(os.path.join(base, "protocol.json"), protocol)
+    if config.verbose:
+        rows = [[name.upper(), *(_fmt(summary[name][k]) for k in ("median", "mean", "std", "min", "max"))]
+                for name in ("srcc", "plcc", "krcc")]
+        print(f"\ntest metrics over {num_splits} splits ({config.dataset})")
+        print(summary_table(rows, ["metric", "median", "mean", "std", "min", "max"]))
+        print(f"outputs: {os.path.abspath(base)}")
+    return protocol

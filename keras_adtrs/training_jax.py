@@ -239,6 +239,8 @@ def main(argv=None):
     args = build_parser().parse_args(_drop_backend_option(argv))
     values = vars(args)
     quiet = values.pop("quiet", False)
+    if values.pop("splits", 1) != 1:
+        raise SystemExit("error: --splits is not supported with --backend jax; run one split per seed")
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in values.items() if k in fields}, verbose=0 if quiet else 1)
     run_training_jax(config)

@@ -38,12 +38,21 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
+def random_score_head(model, seed=0, stddev=0.01):
+    """Gives a fresh model's zero-initialised score layer random weights, so
+    that an untrained model's scores differ between images (tests compare them)."""
+    kernel = model.network.get_layer("score_dense").kernel
+    kernel.assign(np.random.default_rng(seed).normal(0.0, stddev, kernel.shape).astype("float32"))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """One random-weight crop-64 ADTRS model for read-only use."""
     import keras_adtrs
 
-    return keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=10.0, score_offset=50.0)
+    model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=10.0, score_offset=50.0)
+    return random_score_head(model)
 
 
 def random_crops(n, size=64, seed=0):

@@ -31,6 +31,8 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from conftest import random_score_head
+
 
 def latest_version(base_path):
     """Highest integer-named folder under `base_path` (TF Serving's default policy)."""
@@ -205,7 +207,7 @@ def small_exported_model(tmp_path_factory):
         from keras_adtrs.export import export_model
 
         keras.utils.set_random_seed(0)
-        model = keras_adtrs.build_adtrs(crop_size=TEST_CROP, backbone_weights=None, score_offset=50.0)
+        model = random_score_head(keras_adtrs.build_adtrs(crop_size=TEST_CROP, backbone_weights=None, score_offset=50.0))
         export_dir = tmp_path_factory.mktemp("serving_export")
         version_dir = export_model(model, export_dir, num_crops=TEST_CROPS, max_pixels=TEST_MAX_PIXELS)
         _CACHE["export"] = (model, export_dir, version_dir)

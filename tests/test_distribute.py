@@ -25,7 +25,7 @@ TINY = ["--dataset", "tiny", "--crop-size", "64", "--crops-per-image", "1", "--b
 
 
 def _env(**extra):
-    env = {**os.environ, "KERAS_ADTRS_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+    env = {**os.environ, "KERAS_ADTRS_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO), **extra}
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env

@@ -12,6 +12,7 @@ from keras_adtrs import evaluate
 from keras_adtrs.data.sources import IQASource, register_source
 from keras_adtrs.data.splits import split_by_group
 from keras_adtrs.evaluation import evaluate_model, scatter_plot
+from conftest import random_score_head
 
 NUM_IMAGES = 10
 
@@ -39,7 +40,7 @@ register_source("unit_tiny_eval")(_tiny_source)
 
 @pytest.fixture(scope="module")
 def model():
-    return keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None)
+    return random_score_head(keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None))
 
 
 @pytest.fixture(scope="module")

@@ -77,13 +77,15 @@ def tiny_data(n=16, seed=0):
 def test_fit_lowers_the_loss_and_reports_every_term():
     keras.utils.set_random_seed(0)
     model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=30.0, score_offset=50.0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.compile(optimizer=keras.optimizers.Adam(1e-4))
     x, y = tiny_data()
-    history = model.fit(x, y, batch_size=8, epochs=6, verbose=0, shuffle=False)
+    history = model.fit(x, y, batch_size=8, epochs=8, verbose=0, shuffle=False)
     logs = history.history
     for name in ("loss", "quality", "quality_flipped", "consistency", "consistency_flipped", "ranking", "ranking_flipped", "ranking_consistency"):
-        assert name in logs and len(logs[name]) == 6
-    assert logs["loss"][-1] < logs["loss"][0]
+        assert name in logs and len(logs[name]) == 8
+    # The ranking terms make single epochs noisy: compare the last epochs with the first.
+    assert min(logs["loss"][-3:]) < 0.7 * logs["loss"][0], logs["loss"]
+    assert min(logs["quality"][-3:]) < 0.7 * logs["quality"][0], logs["quality"]
     evaluated = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     assert set(evaluated) >= {"loss", "quality", "ranking"}
     model.train_on_batch(x[:8], y[:8])

@@ -13,6 +13,7 @@ from PIL import Image
 
 import keras_adtrs
 from keras_adtrs import predict, scoring
+from conftest import random_score_head
 
 GOOD = ("alpha.png", "gray.jpg", "deep16.png", "small40.png")
 BAD = ("text.jpg", "truncated.jpg")
@@ -21,7 +22,7 @@ BAD = ("text.jpg", "truncated.jpg")
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.keras"
-    keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None).save(path)
+    random_score_head(keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None)).save(path)
     return str(path)
 
 

@@ -10,13 +10,14 @@ from PIL import Image
 import keras_adtrs
 from keras_adtrs import scoring
 from keras_adtrs.scoring import ImageReadError
+from conftest import random_score_head
 
 CROPS = 4
 
 
 @pytest.fixture(scope="module")
 def model():
-    return keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None)
+    return random_score_head(keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None))
 
 
 def _png(array):

@@ -75,3 +75,22 @@ def test_unwritable_output_dir_fails_before_training(tmp_path):
     result = run_train([*TINY, "--output-dir", str(blocker / "run")])
     assert result.returncode != 0
     assert "not writable" in result.stderr and "Epoch" not in result.stdout
+
+
+def test_repeated_splits_protocol_keeps_each_split(tmp_path):
+    out = tmp_path / "protocol"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "distribute_helpers.py"), "--dataset", "tiny", *TINY,
+         "--epochs", "1", "--splits", "2", "--no-export", "--backbone-weights", "none", "--output-dir", str(out)],
+        cwd=REPO, env={**os.environ, "KERAS_ADTRS_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["splits"] == 2 and protocol["seeds"] == [0, 1]
+    assert len(protocol["runs"]) == 2 and {"median", "std", "min", "max"} <= set(protocol["test"]["srcc"])
+    for k in range(2):
+        assert (out / f"split-{k}" / "metrics.json").is_file()
+    splits = [json.loads((out / f"split-{k}" / "split.json").read_text())["test"] for k in range(2)]
+    assert splits[0] != splits[1]
+    assert "over 2 splits" in result.stdout
