@@ -11,7 +11,9 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     Images are scored like `keras_adtrs.score` (deterministic crop grid,
     mean per image). Put it before callbacks that read these logs
-    (`ModelCheckpoint(monitor="val_srcc")`, `CSVLogger`).
+    (`ModelCheckpoint(monitor="val_srcc")`, `CSVLogger`). An undefined
+    correlation (constant predictions, early in training) is logged as `-1`,
+    so that "best so far" comparisons keep working.
 
     Args:
         images: list of images (arrays, bytes or paths).

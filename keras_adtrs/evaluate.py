@@ -51,7 +51,8 @@ def build_parser():
         "--dataset", default=None, help="data set name (see keras_adtrs.data.sources); defaults to config.json's"
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
-    parser.add_argument("--manual-dir", default=None, help="folder holding manually downloaded archives")
+    parser.add_argument("--manual-dir", default=None, help="folder holding a data set's release files (or the image root of --dataset csv)")
+    parser.add_argument("--csv", default=None, help="scores CSV for --dataset csv (default: config.json's)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which part to evaluate (default: test)")
     parser.add_argument("--crops", type=int, default=9, help="crops per image (default: 9)")
     parser.add_argument("--crop-mode", choices=("grid", "random"), default="grid", help="test grid or seeded random crops")
@@ -99,7 +100,10 @@ def main(argv=None):
     from keras_adtrs.evaluation import evaluate_model, format_metrics_table, scatter_plot, to_json
 
     try:
-        source = load_source(dataset, data_dir=args.data_dir, manual_dir=args.manual_dir)
+        settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
+        csv_path = args.csv or (settings.get("csv") if dataset == "csv" else None)
+        extra = {"csv_path": csv_path} if csv_path else {}
+        source = load_source(dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **extra)
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"error: cannot load data set {dataset!r}: {exc}", file=sys.stderr)
         return 2

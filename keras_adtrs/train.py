@@ -50,7 +50,7 @@ def build_parser():
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", help="run folder (default: runs/<dataset>-<timestamp>)")
     out.add_argument("--no-export", dest="export", action="store_false", help="skip the SavedModel export")
-    out.add_argument("--quiet", action="store_true", help="no progress output")
+    out.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress output")
     return parser
 
 
