@@ -14,10 +14,10 @@ cells = [
         "Set `KERAS_ADTRS_NOTEBOOK_SMOKE=1` to shrink everything to a tiny size (CI runs it that way)."
     ),
     new_code_cell(
+        "import keras_adtrs  # first: it imports TensorFlow without its start-up log lines\n"
         "import os, tempfile, time\n"
         "import numpy as np\n"
         "import keras\n"
-        "import keras_adtrs\n"
         "from keras_adtrs.data.sources import load_source\n"
         "from keras_adtrs.data.splits import split_by_group\n"
         "from keras_adtrs.data.pipeline import training_dataset, steps_per_epoch\n"
@@ -65,7 +65,7 @@ cells = [
         "data = training_dataset(train.images, train.scores, CROP, crops_per_image=CROPS_PER_IMAGE, batch_size=BATCH, seed=0, epochs=EPOCHS)\n"
         "best_path = os.path.join(OUT, 'model.keras')\n"
         "history = model.fit(\n"
-        "    data, epochs=EPOCHS, steps_per_epoch=steps, verbose=2,\n"
+        "    data, epochs=EPOCHS, steps_per_epoch=steps, verbose=2, shuffle=False,  # the dataset is shuffled, seeded\n"
         "    callbacks=[ObjectiveWarmup(WARMUP_EPOCHS), ValidationMetrics(val.images, val.scores, crops=TEST_CROPS),\n"
         "               keras.callbacks.ModelCheckpoint(best_path, monitor='val_srcc', mode='max', save_best_only=True)],\n"
         ")\n"
