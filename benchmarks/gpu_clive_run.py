@@ -11,22 +11,46 @@ import sys
 import time
 
 
+def _time_guard(seconds):
+    """Stops training after the epoch in which `seconds` of training have passed."""
+    import keras
+
+    class TimeGuard(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = time.time()
+            self.stopped_after_epoch = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if time.time() - self.start > seconds:
+                self.stopped_after_epoch = epoch + 1
+                self.model.stop_training = True
+                print(f"time guard: stopping after epoch {epoch + 1} ({time.time() - self.start:.0f} s > {seconds:.0f} s)")
+
+    return TimeGuard()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--manual-dir", default="../shared/data/clive_dev")
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_clive_out"))
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--crops-per-image", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=None)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--warmup-epochs", type=int, default=8, help="quality terms only for the first N epochs")
+    parser.add_argument(
+        "--max-train-seconds", type=float, default=240,
+        help="stop after the epoch that passes this many seconds of training (keeps the run inside the lease)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny CPU check: crop 64, batch 4, 2x2 steps")
     args = parser.parse_args()
     os.environ.setdefault("KERAS_BACKEND", "jax")
     if args.smoke:
         args.crop_size, args.batch_size, args.epochs, args.steps_per_epoch, args.crops_per_image = 64, 4, 2, 2, 1
+        args.warmup_epochs = 1
     started = time.time()
     import keras
 
@@ -44,6 +68,7 @@ def main():
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         learning_rate=args.learning_rate,
+        warmup_epochs=args.warmup_epochs,
         backbone_weights=None,  # from scratch: no network, ImageNet weights exceed the transfer limit
         test_fraction=0.2,
         validation_fraction=0.1,
@@ -52,7 +77,7 @@ def main():
         output_dir=os.path.join(args.out, "run"),
         verbose=1,
     )
-    results = run_training_jax(config)
+    results = run_training_jax(config, extra_callbacks=[_time_guard(args.max_train_seconds)])
     import jax
 
     summary = {
@@ -66,6 +91,9 @@ def main():
         "test_srcc": results["test"].get("srcc"),
         "test_plcc": results["test"].get("plcc"),
         "best_epoch": results["best_epoch"],
+        "epochs_run": results["epochs_run"],
+        "test": results["test"],
+        "history_csv": "run/history.csv",
         "settings": vars(args),
     }
     os.makedirs(args.out, exist_ok=True)

@@ -93,12 +93,14 @@ def _timing_callback():
     return EpochTimes()
 
 
-def run_training_jax(config: TrainConfig, source=None):
+def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     """Runs one training job on the JAX backend; returns the metrics dict.
 
     Args:
         config: a `keras_adtrs.training.TrainConfig`.
         source: optional `IQASource` to use instead of loading `config.dataset`.
+        extra_callbacks: more `keras.callbacks.Callback`s for `fit` (run
+            after the run's own, so they see `val_srcc`).
     """
     import keras
 
@@ -163,6 +165,7 @@ def run_training_jax(config: TrainConfig, source=None):
     else:
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
+    callbacks.extend(extra_callbacks)
     say(
         f"training {config.epochs} epoch(s) x {steps} steps, batch {config.batch_size}, "
         f"crop {config.crop_size}, backbone weights: {model.backbone_weights_info['source']} (JAX backend)"
@@ -190,6 +193,7 @@ def run_training_jax(config: TrainConfig, source=None):
     results = {
         "best_epoch": best_epoch,
         "epochs": config.epochs,
+        "epochs_run": len(timing.times),
         "selection": "best validation SRCC" if has_validation else "last epoch (no validation part)",
         "warmup_epochs": config.warmup_epochs,
         "test_crops": config.test_crops,
