@@ -74,6 +74,22 @@ def worker_output_dir(out_dir, strategy):
     return os.path.join(out_dir, f"{task_type}-{task_id}")
 
 
+def workers_minimum(strategy, value):
+    """The smallest of every worker's integer `value` (`value` itself outside multi-worker training)."""
+    if not is_multi_worker(strategy):
+        return int(value)
+    import tensorflow as tf
+
+    local = tf.constant([int(value)], tf.int64)
+
+    @tf.function
+    def gather():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
+
+    values = strategy.experimental_local_results(gather())[0]
+    return int(tf.reduce_min(values))
+
+
 # ------------------------------------------------------------- the data stream
 def data_stream(train_src, config, steps, global_step, total_steps):
     """The training batches from global step `global_step` on.
@@ -103,8 +119,7 @@ def data_stream(train_src, config, steps, global_step, total_steps):
 
 
 # ------------------------------------------------------------ the epoch driver
-def train_epochs(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks, verbose,
-                 jit_compile=False):
+def train_epochs(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks, verbose):
     """Trains epochs `initial_epoch..epochs-1`, the first from step `initial_step`.
 
     `make_dataset(global_step)` returns the batches from that global step on.
@@ -112,7 +127,7 @@ def train_epochs(model, strategy, make_dataset, steps, epochs, initial_epoch, in
     """
     if is_multi_worker(strategy):
         return custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks,
-                           verbose, jit_compile=jit_compile)
+                           verbose)
     import keras
 
     history = keras.callbacks.History()
@@ -130,8 +145,7 @@ def train_epochs(model, strategy, make_dataset, steps, epochs, initial_epoch, in
     return history
 
 
-def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks, verbose,
-                jit_compile=False):
+def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks, verbose):
     """The multi-worker training loop: `strategy.run` on a `tf.function` step.
 
     Each worker reads the whole global batch stream and keeps its own replicas'
@@ -139,7 +153,9 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
     global batch `fit` would see on one device). The step is
     `train_step_tensorflow.apply_step`; the per-term losses are summed over
     replicas weighted by their batch sizes and averaged over the epoch, as the
-    model's Mean trackers do under `fit`.
+    model's Mean trackers do under `fit`. XLA (`--jit-compile`) compiles the
+    forward and backward passes only (`model.xla_gradients`): the step's
+    all-reduce cannot be compiled on CPUs.
     """
     import keras
     import tensorflow as tf
@@ -176,9 +192,6 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
         sums = {"loss": terms["total"] * size}
         sums.update({name: terms[name] * size for name in LOSS_TERM_NAMES})
         return sums, size
-
-    if jit_compile:
-        replica_step = tf.function(replica_step, jit_compile=True)
 
     @tf.function
     def step(iterator, objective_key):

@@ -10,6 +10,13 @@ consistent pair. `state.json` records the next epoch and step, the epoch
 history rows (the source of `history.csv`, rewritten from them on resume so
 every epoch appears once), the best validation SRCC so far (the threshold of
 the best-model checkpoint) and the settings that must not change.
+
+Multi-worker runs: every worker keeps its own checkpoint (in its own output
+folder) and also the one before (`keep_previous`, recorded under
+`state["previous"]`), because a kill can land after one worker saved an epoch
+and before another did. On restart the workers agree on the newest step they
+all have (`agree_on_state`) and resume from it, so they never start from
+different steps.
 """
 
 import csv
@@ -53,6 +60,40 @@ def load_state(out_dir, settings=None):
                 "rerun the same command or choose another --output-dir"
             )
     return state
+
+
+def global_step(state):
+    """The global step a state resumes at (0 for no state)."""
+    return int(state["global_step"]) if state else 0
+
+
+def agree_on_state(state, agreed_step, out_dir):
+    """The state to resume from once the workers agreed on `agreed_step`.
+
+    Args:
+        state: this worker's loaded state, or None.
+        agreed_step: int. The smallest `global_step(state)` over the workers.
+        out_dir: str. This worker's output folder (for the error message).
+
+    Returns:
+        `state` itself, its `previous` checkpoint, or None (start afresh).
+
+    Raises:
+        SystemExit: this worker has no checkpoint at `agreed_step`.
+    """
+    own = global_step(state)
+    if own == agreed_step:
+        return state
+    if agreed_step == 0:
+        return None
+    previous = state.get("previous")
+    if previous and int(previous["global_step"]) == agreed_step:
+        return {**previous, "settings": state["settings"]}
+    raise SystemExit(
+        f"error: the workers cannot resume together: {out_dir}/{CHECKPOINT_DIR} is at step {own} "
+        f"and keeps no checkpoint of step {agreed_step}, where another worker stopped; "
+        "start the run again in a new --output-dir"
+    )
 
 
 def restore(model, state, out_dir):
@@ -104,9 +145,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         best_checkpoint: the best-model `ModelCheckpoint`, or None; its `best`
             is saved.
         every_steps: int or None. Also checkpoint every this many steps.
+        keep_previous: bool. Also keep the checkpoint before the newest
+            (multi-worker runs: see the module's docstring).
     """
 
-    def __init__(self, out_dir, steps_per_epoch, settings, state=None, best_checkpoint=None, every_steps=None):
+    def __init__(self, out_dir, steps_per_epoch, settings, state=None, best_checkpoint=None, every_steps=None,
+                 keep_previous=False):
         super().__init__()
         self.directory = os.path.join(out_dir, CHECKPOINT_DIR)
         os.makedirs(self.directory, exist_ok=True)
@@ -119,6 +163,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.best = state.get("best_val_srcc")
         self.global_step = int(state.get("epoch", 0)) * self.steps_per_epoch + int(state.get("step", 0))
         self.weights = state.get("weights")
+        self.keep_previous = bool(keep_previous)
+        self._last = {k: v for k, v in state.items() if k not in ("previous", "settings")} or None
 
     def on_train_batch_end(self, batch, logs=None):
         self.global_step += 1
@@ -157,13 +203,19 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             "history": self.history,
             "settings": self.settings,
         }
+        if self.keep_previous and self._last and self._last["global_step"] != self.global_step:
+            state["previous"] = self._last
         path = os.path.join(self.directory, STATE_FILE)
         with open(path + ".tmp", "w") as handle:
             json.dump(state, handle, indent=1)
         os.replace(path + ".tmp", path)
-        previous, self.weights = self.weights, name
-        if previous and previous != name:
-            try:
-                os.remove(os.path.join(self.directory, previous))
-            except OSError:
-                pass
+        self.weights = name
+        self._last = {k: v for k, v in state.items() if k not in ("previous", "settings")}
+        # Remove the weights files the new state no longer refers to.
+        keep = {name, state.get("previous", {}).get("weights")}
+        for stale in os.listdir(self.directory):
+            if stale.startswith("weights-") and stale.endswith(".weights.h5") and stale not in keep:
+                try:
+                    os.remove(os.path.join(self.directory, stale))
+                except OSError:
+                    pass

@@ -18,17 +18,15 @@ def l2_penalty(model):
     return 0.5 * model.l2_weight_decay * tf.add_n(squares)
 
 
-def apply_step(model, data):
-    """One optimisation step on this replica's batch: `(terms, batch_size)`.
+def compute_gradients(model, images, labels):
+    """`(terms, gradients)` of this replica's batch; no cross-replica communication.
 
     The total (plus the coupled L2 penalty) is divided by the number of
     replicas before the gradient: the optimizer all-reduces gradients by sum,
     so the applied gradient is that of the mean over replicas, i.e. of the
     global batch for every term that is a mean over crops. With a
-    `LossScaleOptimizer` (mixed precision) `scale_loss` scales it and `apply`
-    unscales and skips non-finite steps.
+    `LossScaleOptimizer` (mixed precision) `scale_loss` scales it.
     """
-    images, labels = unpack_batch(data)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
@@ -37,8 +35,45 @@ def apply_step(model, data):
         if model.l2_weight_decay:
             loss = loss + l2_penalty(model)
         scaled = model.optimizer.scale_loss(loss / replicas)
-    gradients = tape.gradient(scaled, variables)
-    model.optimizer.apply(gradients, variables)
+    return terms, tape.gradient(scaled, variables)
+
+
+def _xla_gradients(model):
+    """`compute_gradients` compiled with XLA (one `tf.function` per model).
+
+    Used when `model.xla_gradients` is set: under a strategy with several
+    replicas the step's all-reduce cannot be compiled on CPUs ("Collectives
+    are not yet implemented for CPU devices when compiling with XLA"), so
+    `--jit-compile` compiles the forward and backward passes and leaves the
+    optimizer's all-reduce and update outside XLA. The objective's weights
+    (`loss_weight_overrides`) are a Python-valued argument: a change retraces.
+    """
+    function = getattr(model, "_xla_gradient_function", None)
+    if function is None:
+
+        def gradients(images, labels, objective_key):
+            del objective_key
+            return compute_gradients(model, images, labels)
+
+        function = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+        model._xla_gradient_function = function
+    return function
+
+
+def apply_step(model, data):
+    """One optimisation step on this replica's batch: `(terms, batch_size)`.
+
+    `compute_gradients`, then `optimizer.apply` (which all-reduces the
+    gradients across replicas; with a `LossScaleOptimizer` it unscales them
+    and skips non-finite steps).
+    """
+    images, labels = unpack_batch(data)
+    if getattr(model, "xla_gradients", False):
+        key = tuple(sorted(model.loss_weight_overrides.items()))
+        terms, gradients = _xla_gradients(model)(images, labels, key)
+    else:
+        terms, gradients = compute_gradients(model, images, labels)
+    model.optimizer.apply(gradients, model.trainable_variables)
     return terms, tf.shape(labels)[0]
 
 

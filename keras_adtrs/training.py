@@ -316,12 +316,23 @@ def run_training(config: TrainConfig):
         keras.mixed_precision.set_global_policy("mixed_float16")
     settings = dataclasses.asdict(config)
     state = resume.load_state(out_dir, settings)
+    if distribute.is_multi_worker(strategy):
+        # A kill can land between two workers' checkpoints: resume from the newest step all have.
+        agreed = distribute.workers_minimum(strategy, resume.global_step(state))
+        if agreed != resume.global_step(state):
+            say(f"worker checkpoint at step {resume.global_step(state)}, the slowest worker's at {agreed}: "
+                f"resuming from step {agreed}")
+        state = resume.agree_on_state(state, agreed, out_dir)
     with strategy.scope():
         model = build_model(config, label_mean, label_std)
         optimizer = keras.optimizers.Adam(_learning_rate(config, steps * config.epochs))
         if config.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        # --jit-compile: the whole step with one replica; with several, only the forward and
+        # backward passes (XLA cannot compile the all-reduce on CPUs; see train_step_tensorflow).
+        several = strategy.num_replicas_in_sync > 1
+        model.compile(optimizer=optimizer, jit_compile=bool(config.jit_compile and not several))
+        model.xla_gradients = bool(config.jit_compile and several)
         if state is not None:
             resume.restore(model, state, out_dir)
     if state is not None:
@@ -370,7 +381,7 @@ def run_training(config: TrainConfig):
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
     checkpoint = resume.ResumeCheckpoint(
         out_dir, steps, settings, state=state, best_checkpoint=best_checkpoint,
-        every_steps=config.checkpoint_every_steps,
+        every_steps=config.checkpoint_every_steps, keep_previous=distribute.is_multi_worker(strategy),
     )
     callbacks += [checkpoint, keras.callbacks.CSVLogger(history_path, append=True)]
     if chief:
@@ -386,7 +397,6 @@ def run_training(config: TrainConfig):
         distribute.train_epochs(
             model, strategy, make_dataset, steps, config.epochs, initial_epoch, initial_step, callbacks,
             verbose=(1 if sys.stdout.isatty() else 2) if config.verbose else 0,
-            jit_compile=config.jit_compile,
         )
     train_seconds = time.time() - fit_started
 

@@ -126,6 +126,22 @@ def test_killed_run_resumes_strategy_none(tmp_path):
     assert len(list((out / "checkpoint").glob("*.weights.h5"))) == 1
 
 
+def test_workers_agree_on_the_newest_common_checkpoint(tmp_path):
+    from keras_adtrs.resume import agree_on_state, global_step
+
+    settings = {"seed": 0}
+    older = {"epoch": 1, "step": 0, "global_step": 3, "weights": "weights-000000003.weights.h5", "history": [{"epoch": 0}]}
+    newer = {"epoch": 2, "step": 0, "global_step": 6, "weights": "weights-000000006.weights.h5",
+             "history": [{"epoch": 0}, {"epoch": 1}], "previous": older, "settings": settings}
+    assert global_step(None) == 0 and global_step(newer) == 6
+    assert agree_on_state(newer, 6, str(tmp_path)) is newer
+    assert agree_on_state(newer, 3, str(tmp_path)) == {**older, "settings": settings}
+    assert agree_on_state(newer, 0, str(tmp_path)) is None  # another worker had no checkpoint yet
+    assert agree_on_state(None, 0, str(tmp_path)) is None
+    with pytest.raises(SystemExit, match="keeps no checkpoint of step 1"):
+        agree_on_state(newer, 1, str(tmp_path))
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -186,6 +202,78 @@ def test_multiworker_two_local_workers_identical_weights(tmp_path):
         np.testing.assert_allclose(np.asarray(a[name], np.float64), np.asarray(b[name], np.float64), err_msg=name)
 
 
+def _finish(processes, timeout=900):
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=timeout)[0])
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return outputs
+
+
+def test_multiworker_killed_job_resumes(tmp_path):
+    """2 workers; both SIGKILLed after their second checkpoint; the same command resumes both.
+
+    What a preemption does to a multi-worker job: every worker is restarted
+    with the same command, and each resumes from its own checkpoint (the
+    chief's in the run folder, worker k's in worker-k/). A kill can land
+    after one worker saved an epoch and before the other did: the test makes
+    that happen by rolling worker 1 back to its previous checkpoint, and the
+    workers must agree on the older step. The run ends with exactly the asked
+    epochs, each once in history.csv, and identical weights on both workers.
+    """
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "4", "--strategy", "multiworker", "--output-dir", str(out)]
+    processes = _start_workers(args)
+    started = time.time()
+    try:
+        while time.time() - started < 600:
+            chief, other = _state(out), _state(out / "worker-1")
+            if chief and other and chief["epoch"] >= 2 and other["epoch"] >= 2:
+                break
+            for process in processes:
+                if process.poll() is not None:
+                    pytest.fail("a worker ended before it could be killed:\n" + process.stdout.read()[-3000:])
+            time.sleep(0.1)
+        else:
+            pytest.fail("no checkpoint in time")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+    assert not (out / "metrics.json").exists()
+    chief = _state(out)
+    assert chief["epoch"] in (2, 3) and chief["previous"]["epoch"] == chief["epoch"] - 1
+    assert len(list((out / "checkpoint").glob("*.weights.h5"))) == 2  # the newest and the one before
+    # Worker 1 "was killed before it saved its newest epoch".
+    lagging = _state(out / "worker-1")
+    previous = lagging["previous"]
+    (out / "worker-1" / "checkpoint" / lagging["weights"]).unlink()
+    (out / "worker-1" / "checkpoint" / "state.json").write_text(json.dumps({**previous, "settings": lagging["settings"]}))
+    agreed_epoch = min(chief["epoch"], previous["epoch"])
+
+    processes = _start_workers(args)
+    outputs = _finish(processes)
+    for process, text in zip(processes, outputs):
+        assert process.returncode == 0, text[-4000:]
+    assert f"resuming from epoch {agreed_epoch + 1}, step 0" in outputs[0], outputs[0][-3000:]
+    assert f"resuming from epoch {agreed_epoch + 1}, step 0" in outputs[1], outputs[1][-3000:]
+    assert _history_epochs(out) == [0, 1, 2, 3]
+    chief, other = _state(out), _state(out / "worker-1")
+    assert chief["epoch"] == other["epoch"] == 4
+    assert [r["epoch"] for r in chief["history"]] == [0, 1, 2, 3]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
+    a = _weights(out / "checkpoint" / chief["weights"])
+    b = _weights(out / "worker-1" / "checkpoint" / other["weights"])
+    assert a.keys() == b.keys() and len(a) > 100
+    for name in a:
+        if "layers" in name:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_cli_run_mixed_precision(tmp_path):
     """`--strategy mirrored` on 2 logical CPUs, mixed precision, step checkpoints: a full run."""
@@ -200,3 +288,34 @@ def test_mirrored_strategy_cli_run_mixed_precision(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["replicas"] == 2 and config["settings"]["mixed_precision"]
     assert (out / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_jit_compile_single_device_and_mirrored(tmp_path):
+    """`--jit-compile`: the whole step with one device; forward/backward only on 2 mirrored replicas."""
+    for name, extra in (("single", ["--strategy", "none"]), ("mirrored", ["--logical-cpus", "2", "--strategy", "mirrored"])):
+        out = tmp_path / name
+        prefix, rest = (extra[:2], extra[2:]) if extra[0] == "--logical-cpus" else ([], extra)
+        args = [*prefix, *TINY, "--epochs", "1", *rest, "--jit-compile", "--output-dir", str(out)]
+        result = subprocess.run([sys.executable, HELPER, *args], cwd=REPO, env=_env(), capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        config = json.loads((out / "config.json").read_text())
+        assert config["settings"]["jit_compile"] is True
+        assert _history_epochs(out) == [0]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert np.isfinite(_state(out)["history"][0]["loss"]), metrics
+
+
+@pytest.mark.slow
+def test_multiworker_jit_compile(tmp_path):
+    """`--jit-compile` under MultiWorkerMirroredStrategy on CPUs: XLA for the passes, the all-reduce outside."""
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "1", "--strategy", "multiworker", "--jit-compile", "--output-dir", str(out)]
+    processes = _start_workers(args)
+    outputs = _finish(processes)
+    for process, text in zip(processes, outputs):
+        assert process.returncode == 0, text[-4000:]
+    chief, other = _state(out), _state(out / "worker-1")
+    assert chief["history"][0]["loss"] == pytest.approx(other["history"][0]["loss"], rel=1e-6)
+    assert np.isfinite(chief["history"][0]["loss"])
