@@ -7,6 +7,13 @@ matrix-multiply ceiling (8.2 GFLOP per 224 crop forward, x3 for training,
 two passes per step).
 
     python benchmarks/throughput.py [--crop-size 224] [--batch-sizes 8 32] [--repeats 3]
+        [--execution graph|eager|xla]
+
+`--execution` picks how Keras runs the model: `graph` (the default:
+`tf.function` for inference, `fit`'s compiled step for training), `eager`
+(a plain `model(x)` call; `run_eagerly=True` for training) or `xla`
+(`jit_compile=True`). Comparing them (and runs at other commits) is how the
+before/after table in the README was made.
 """
 
 import argparse
@@ -35,7 +42,7 @@ def matmul_ceiling_gflops(size=2048, repeats=5):
     return 2 * size**3 / statistics.median(times) / 1e9, float(np.median(times))
 
 
-def child(mode, batch, crop, repeats, steps, jit):
+def child(mode, batch, crop, repeats, steps, execution):
     import resource
 
     import keras
@@ -48,9 +55,13 @@ def child(mode, batch, crop, repeats, steps, jit):
     model = keras_adtrs.build_adtrs(crop_size=crop, backbone_weights=None, score_scale=20.0, score_offset=50.0)
     x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype("float32")
     y = np.random.default_rng(1).uniform(0, 100, batch).astype("float32")
+    jit = execution == "xla"
     if mode == "inference":
-        fn = tf.function(lambda t: model(t, training=False), jit_compile=jit)
-        run = lambda: fn(x).numpy()  # noqa: E731
+        if execution == "eager":
+            run = lambda: model(x, training=False).numpy()  # noqa: E731
+        else:
+            fn = tf.function(lambda t: model(t, training=False), jit_compile=jit)
+            run = lambda: fn(x).numpy()  # noqa: E731
     elif mode == "savedmodel":
         import tempfile
 
@@ -62,7 +73,7 @@ def child(mode, batch, crop, repeats, steps, jit):
         images = tf.constant(x.astype("uint8"))
         run = lambda: sig(images=images)  # noqa: E731
     else:
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=jit, run_eagerly=execution == "eager")
         model.train_on_batch(x, y)
         run = lambda: [model.train_on_batch(x, y) for _ in range(steps)]  # noqa: E731
     run()
@@ -83,14 +94,17 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="+", default=["inference", "savedmodel", "training"], choices=["inference", "savedmodel", "training"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=1, help="training steps per timed run")
-    parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--execution", choices=["graph", "eager", "xla"], default="graph")
+    parser.add_argument("--jit-compile", action="store_true", help="same as --execution xla")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.jit_compile:
+        args.execution = "xla"
     if args.child:
         import keras_adtrs  # noqa: F401  (quiet start-up)
 
-        child(args.child[0], int(args.child[1]), args.crop_size, args.repeats, args.train_steps, args.jit_compile)
+        child(args.child[0], int(args.child[1]), args.crop_size, args.repeats, args.train_steps, args.execution)
         return 0
     import keras_adtrs  # noqa: F401
 
@@ -99,9 +113,8 @@ def main(argv=None):
     rows = []
     for mode in args.modes:
         for batch in args.batch_sizes:
-            cmd = [sys.executable, __file__, "--child", mode, str(batch), "--crop-size", str(args.crop_size), "--repeats", str(args.repeats), "--train-steps", str(args.train_steps)]
-            if args.jit_compile:
-                cmd.append("--jit-compile")
+            cmd = [sys.executable, __file__, "--child", mode, str(batch), "--crop-size", str(args.crop_size),
+                   "--repeats", str(args.repeats), "--train-steps", str(args.train_steps), "--execution", args.execution]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 rows.append((mode, batch, "failed", "", "", out.stderr.strip().splitlines()[-1][:60]))
@@ -110,7 +123,8 @@ def main(argv=None):
             rate = statistics.median(result["rates"])
             flops = gflop * (6 if mode == "training" else 1)  # training: 2 passes x (forward + backward ~ 3x)
             rows.append((mode, batch, f"{rate:.2f}", f"{rate * flops / ceiling:.0%}", f"{result['peak_mib']:.0f}", " ".join(f"{r:.2f}" for r in result["rates"])))
-    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32, 2048^3, median of 5); crop {args.crop_size}: {gflop:.2f} GFLOP/forward")
+    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32, 2048^3, median of 5); crop {args.crop_size}: {gflop:.2f} GFLOP/forward; "
+          f"execution: {args.execution}")
     headers = ("mode", "batch", "crops/s (median)", "of ceiling", "peak MiB", "runs")
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))

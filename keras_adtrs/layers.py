@@ -299,7 +299,13 @@ class AttentionDownsample(keras.layers.Layer):
     def call(self, inputs, training=None, return_attention=False):
         g, q = self.grid_size, self.query_size
         subsampled = ops.average_pool(inputs, pool_size=1, strides=2, padding="valid")
-        query = self.query_local(self._pad1(inputs)) + subsampled
+        # query_local's weights, applied as depthwise conv, + subsample, + bias: on
+        # TensorFlow, DepthwiseConv2D's own BiasAdd followed by this Add makes
+        # grappler's remapper fail on the whole graph ("... /add has an empty op
+        # name"), which then fuses no conv + BatchNorm + ReLU anywhere.
+        kernel = ops.cast(self.query_local.kernel, inputs.dtype)
+        query = ops.depthwise_conv(self._pad1(inputs), kernel, strides=2, padding="valid")
+        query = query + subsampled + ops.cast(self.query_local.bias, inputs.dtype)
         query = self.query_bn(self.query_proj(query), training=training)
         key = self.key_bn(self.key_proj(inputs), training=training)
         value = self.value_bn(self.value_proj(inputs), training=training)
