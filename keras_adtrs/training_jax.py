@@ -117,7 +117,8 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     )
     from keras_adtrs.callbacks import ObjectiveWarmup
 
-    config = resolve_defaults(config)
+    # The JAX step is always jit-compiled: record what runs.
+    config = dataclasses.replace(resolve_defaults(config), jit_compile=True)
     out_dir = config.output_dir
     check_writable(out_dir)
     started = time.time()

@@ -241,6 +241,7 @@ results = run_training_jax(config)
 for name in ("config.json", "split.json", "metrics.json", "history.csv", "model.keras", "test_predictions.csv"):
     assert os.path.exists(os.path.join("run", name)), name
 assert results["backend"] == "jax" and results["best_epoch"] in (1, 2)
+assert json.load(open("run/config.json"))["settings"]["jit_compile"] is True  # the JAX step is always jitted
 assert set(results["test"]) >= {"srcc", "plcc"}
 header = open("run/history.csv").readline()
 assert "val_srcc" in header and "ranking_consistency" in header, header
