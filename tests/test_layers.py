@@ -168,3 +168,42 @@ def test_layers_save_and_load_in_a_keras_file(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0), rtol=1e-6, atol=1e-6)
+
+
+def test_fused_batchnorm_matches_keras_batchnorm():
+    """TensorFlow's fused kernel (used after `compile` on TensorFlow) computes Keras' BatchNormalization."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the fused kernel is TensorFlow's")
+    import tensorflow as tf
+
+    from keras_adtrs.fused_batchnorm import use_fused_batchnorm
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, (4, 5, 6, 7)).astype("float32")
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    fused = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    plain.build(x.shape)
+    fused.build(x.shape)
+    rng = np.random.default_rng(1)
+    weights = [rng.uniform(0.5, 1.5, 7).astype("float32"), rng.normal(0, 1, 7).astype("float32"),
+               rng.normal(0, 1, 7).astype("float32"), rng.uniform(0.5, 2.0, 7).astype("float32")]
+    plain.set_weights(weights)
+    fused.set_weights(weights)
+    assert use_fused_batchnorm(fused) == 1 and use_fused_batchnorm(fused) == 0
+    np.testing.assert_allclose(fused(x).numpy(), plain(x).numpy(), atol=1e-5)  # moving statistics
+    xt = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        out_plain, out_fused = plain(xt, training=True), fused(xt, training=True)
+        loss_plain = tf.reduce_sum(out_plain * tf.range(7, dtype=tf.float32))
+        loss_fused = tf.reduce_sum(out_fused * tf.range(7, dtype=tf.float32))
+    np.testing.assert_allclose(out_fused.numpy(), out_plain.numpy(), atol=1e-5)  # batch statistics
+    # Moving statistics move the same way (biased variance, as Keras).
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-5)
+    for a, b in zip(tape.gradient(loss_plain, [xt, plain.gamma.value, plain.beta.value]),
+                    tape.gradient(loss_fused, [xt, fused.gamma.value, fused.beta.value])):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
+    # The layer's config (and so a .keras file) is unchanged.
+    assert fused.get_config() == plain.get_config() | {"name": fused.name}
