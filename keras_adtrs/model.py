@@ -296,18 +296,11 @@ class ADTRSModel(keras.Model):
     def metrics(self):
         return list(self.loss_trackers.values())
 
-    #: On TensorFlow, `compile` switches the network's BatchNormalization layers
-    #: to TensorFlow's fused kernel (`keras_adtrs.fused_batchnorm`: same results,
-    #: faster training; layers, variables and the `.keras` format unchanged).
-    #: Set to False before `compile` to keep Keras' own BatchNormalization call.
+    #: On TensorFlow, the training step switches the network's BatchNormalization
+    #: layers to TensorFlow's fused kernel (`keras_adtrs.fused_batchnorm`: same
+    #: results, faster training; layers, variables and the `.keras` format
+    #: unchanged). Set to False before training to keep Keras' own call.
     fused_batchnorm = True
-
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
-        if self.fused_batchnorm and keras.backend.backend() == "tensorflow":
-            from keras_adtrs.fused_batchnorm import use_fused_batchnorm
-
-            use_fused_batchnorm(self.network)
 
     def train_step(self, *args):
         backend = keras.backend.backend()

@@ -9,6 +9,7 @@ the gradient of the mean over replicas. Trackers record unscaled values.
 
 import tensorflow as tf
 
+from keras_adtrs.fused_batchnorm import use_fused_batchnorm
 from keras_adtrs.model import unpack_batch
 
 
@@ -27,6 +28,9 @@ def compute_gradients(model, images, labels):
     global batch for every term that is a mean over crops. With a
     `LossScaleOptimizer` (mixed precision) `scale_loss` scales it.
     """
+    if getattr(model, "fused_batchnorm", False):
+        # TensorFlow's fused BatchNorm kernel (idempotent; traced once per step function).
+        use_fused_batchnorm(model.network)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     variables = model.trainable_variables
     with tf.GradientTape() as tape:
