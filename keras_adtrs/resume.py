@@ -123,6 +123,11 @@ def write_history_csv(path, rows):
     os.replace(tmp, path)
 
 
+def _checkpoint_entry(state):
+    """A state without its `previous` entry and settings: what `previous` records."""
+    return {k: v for k, v in state.items() if k not in ("previous", "settings")}
+
+
 def _float(value):
     try:
         return float(value)
@@ -162,9 +167,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.history = list(state.get("history", []))
         self.best = state.get("best_val_srcc")
         self.global_step = int(state.get("epoch", 0)) * self.steps_per_epoch + int(state.get("step", 0))
-        self.weights = state.get("weights")
         self.keep_previous = bool(keep_previous)
-        self._last = {k: v for k, v in state.items() if k not in ("previous", "settings")} or None
+        self._last = _checkpoint_entry(state) or None
 
     def on_train_batch_end(self, batch, logs=None):
         self.global_step += 1
@@ -209,8 +213,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         with open(path + ".tmp", "w") as handle:
             json.dump(state, handle, indent=1)
         os.replace(path + ".tmp", path)
-        self.weights = name
-        self._last = {k: v for k, v in state.items() if k not in ("previous", "settings")}
+        self._last = _checkpoint_entry(state)
         # Remove the weights files the new state no longer refers to.
         keep = {name, state.get("previous", {}).get("weights")}
         for stale in os.listdir(self.directory):

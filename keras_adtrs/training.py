@@ -318,10 +318,10 @@ def run_training(config: TrainConfig):
     state = resume.load_state(out_dir, settings)
     if distribute.is_multi_worker(strategy):
         # A kill can land between two workers' checkpoints: resume from the newest step all have.
-        agreed = distribute.workers_minimum(strategy, resume.global_step(state))
-        if agreed != resume.global_step(state):
-            say(f"worker checkpoint at step {resume.global_step(state)}, the slowest worker's at {agreed}: "
-                f"resuming from step {agreed}")
+        own = resume.global_step(state)
+        agreed = distribute.workers_minimum(strategy, own)
+        if agreed != own:
+            say(f"worker checkpoint at step {own}, the slowest worker's at {agreed}: resuming from step {agreed}")
         state = resume.agree_on_state(state, agreed, out_dir)
     with strategy.scope():
         model = build_model(config, label_mean, label_std)

@@ -81,25 +81,30 @@ def test_mirrored_strategy_matches_single_device():
     assert out["max_weight_diff"] < 1e-4 * max(1.0, out["max_weight_change"])
 
 
-def _kill_after_first_checkpoint(args, out, env, deadline=600):
-    process = subprocess.Popen([sys.executable, HELPER, *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _kill_when(processes, ready, deadline=600):
+    """SIGKILLs every process once `ready()` is true; fails if one ends first or time runs out."""
     started = time.time()
     try:
         while time.time() - started < deadline:
-            state = _state(out)
-            if state and state["epoch"] >= 1:
-                process.send_signal(signal.SIGKILL)
+            if ready():
                 break
-            if process.poll() is not None:
-                pytest.fail("training ended before it could be killed:\n" + process.stdout.read()[-3000:])
+            for process in processes:
+                if process.poll() is not None:
+                    pytest.fail("training ended before it could be killed:\n" + process.stdout.read()[-3000:])
             time.sleep(0.1)
         else:
             pytest.fail("no checkpoint in time")
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
+def _kill_after_first_checkpoint(args, out, env):
+    process = subprocess.Popen([sys.executable, HELPER, *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _kill_when([process], lambda: (_state(out) or {}).get("epoch", 0) >= 1)
     return _state(out)
 
 
@@ -172,19 +177,24 @@ def _weights(path):
     return dict(arrays)
 
 
+def _finish(processes, timeout=900):
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=timeout)[0])
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return outputs
+
+
 @pytest.mark.slow
 def test_multiworker_two_local_workers_identical_weights(tmp_path):
     """MultiWorkerMirroredStrategy, 2 processes on 127.0.0.1: an epoch, identical weights."""
     out = tmp_path / "run"
     args = [*TINY, "--epochs", "1", "--strategy", "multiworker", "--output-dir", str(out)]
     processes = _start_workers(args)
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=900)[0])
-        finally:
-            if process.poll() is None:
-                process.kill()
+    outputs = _finish(processes)
     for process, text in zip(processes, outputs):
         assert process.returncode == 0, text[-4000:]
     assert _history_epochs(out) == [0]
@@ -202,17 +212,6 @@ def test_multiworker_two_local_workers_identical_weights(tmp_path):
         np.testing.assert_allclose(np.asarray(a[name], np.float64), np.asarray(b[name], np.float64), err_msg=name)
 
 
-def _finish(processes, timeout=900):
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=timeout)[0])
-        finally:
-            if process.poll() is None:
-                process.kill()
-    return outputs
-
-
 def test_multiworker_killed_job_resumes(tmp_path):
     """2 workers; both SIGKILLed after their second checkpoint; the same command resumes both.
 
@@ -226,24 +225,8 @@ def test_multiworker_killed_job_resumes(tmp_path):
     """
     out = tmp_path / "run"
     args = [*TINY, "--epochs", "4", "--strategy", "multiworker", "--output-dir", str(out)]
-    processes = _start_workers(args)
-    started = time.time()
-    try:
-        while time.time() - started < 600:
-            chief, other = _state(out), _state(out / "worker-1")
-            if chief and other and chief["epoch"] >= 2 and other["epoch"] >= 2:
-                break
-            for process in processes:
-                if process.poll() is not None:
-                    pytest.fail("a worker ended before it could be killed:\n" + process.stdout.read()[-3000:])
-            time.sleep(0.1)
-        else:
-            pytest.fail("no checkpoint in time")
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait()
+    _kill_when(_start_workers(args),
+               lambda: min((_state(o) or {}).get("epoch", 0) for o in (out, out / "worker-1")) >= 2)
     assert not (out / "metrics.json").exists()
     chief = _state(out)
     assert chief["epoch"] in (2, 3) and chief["previous"]["epoch"] == chief["epoch"] - 1
@@ -293,10 +276,10 @@ def test_mirrored_strategy_cli_run_mixed_precision(tmp_path):
 @pytest.mark.slow
 def test_jit_compile_single_device_and_mirrored(tmp_path):
     """`--jit-compile`: the whole step with one device; forward/backward only on 2 mirrored replicas."""
-    for name, extra in (("single", ["--strategy", "none"]), ("mirrored", ["--logical-cpus", "2", "--strategy", "mirrored"])):
+    # --logical-cpus is the helper's own option and must come first.
+    for name, prefix, strategy in (("single", [], "none"), ("mirrored", ["--logical-cpus", "2"], "mirrored")):
         out = tmp_path / name
-        prefix, rest = (extra[:2], extra[2:]) if extra[0] == "--logical-cpus" else ([], extra)
-        args = [*prefix, *TINY, "--epochs", "1", *rest, "--jit-compile", "--output-dir", str(out)]
+        args = [*prefix, *TINY, "--epochs", "1", "--strategy", strategy, "--jit-compile", "--output-dir", str(out)]
         result = subprocess.run([sys.executable, HELPER, *args], cwd=REPO, env=_env(), capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
