@@ -9,6 +9,7 @@ from keras_adtrs.quiet import quiet_tensorflow as _quiet_tensorflow
 
 _quiet_tensorflow()
 
+from keras_adtrs.batchnorm_folding import fold_batchnorm  # noqa: E402
 from keras_adtrs.layers import (  # noqa: E402
     AttentionDownsample,
     ChannelL2Normalize,
@@ -85,6 +86,7 @@ __all__ = [
     "TopLeftAveragePooling",
     "build_adtrs",
     "build_adtrs_network",
+    "fold_batchnorm",
     "score",
     "__version__",
 ]

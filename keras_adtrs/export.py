@@ -22,13 +22,19 @@ after).
 
 The export also holds `assets.extra/tf_serving_warmup_requests` (replayed by
 TF Serving's `--enable_model_warmup`) and `assets.extra/adtrs_export.json`
-(crop size, number of crops, pixel limit, signatures, model config).
+(crop size, number of crops, pixel limit, signatures, model config, number of
+BatchNorm layers folded).
+
+By default the SavedModel serves a copy of the model with the backbone's
+BatchNorm folded into its convolutions (`keras_adtrs.batchnorm_folding`):
+the same scores up to float rounding, about 15 % faster on CPU.
 
 Command line:
 
 ```
 python -m keras_adtrs.export --model M.keras --export-dir DIR \\
     [--name adtrs] [--version N] [--crops 9] [--max-pixels 40000000] [--overwrite]
+    [--no-fold-batchnorm]
 ```
 """
 
@@ -249,6 +255,7 @@ def _metadata(model, name, version, num_crops, max_pixels):
         "num_crops": int(num_crops),
         "max_pixels": int(max_pixels),
         "score": "mean of the model's score over the deterministic crop grid",
+        "batchnorm_folded": int(getattr(model, "batchnorm_folded", 0)),
         "signatures": {
             DEFAULT_SIGNATURE: {
                 "inputs": {BYTES_INPUT: {"dtype": "string", "shape": [None]}},
@@ -283,6 +290,7 @@ def export_model(
     max_pixels=DEFAULT_MAX_PIXELS,
     overwrite=False,
     warmup_images=None,
+    fold_batchnorm=True,
 ):
     """Exports an ADTRS model as a versioned SavedModel for TF Serving.
 
@@ -310,6 +318,10 @@ def export_model(
         warmup_images: list of bytes or paths, or None. Images for the
             warm-up requests; `None` uses one generated PNG. Defaults to
             `None`.
+        fold_batchnorm: bool. Serve a copy with the backbone's BatchNorm
+            folded into its convolutions (`keras_adtrs.fold_batchnorm`: the
+            same scores up to float rounding, ~15 % faster on CPU); `model`
+            itself is not changed. Defaults to `True`.
 
     Returns:
         str, the path of the version folder.
@@ -355,9 +367,17 @@ def export_model(
                 with open(item, "rb") as f:
                     warmup.append(f.read())
 
+    served = model
+    if fold_batchnorm and not getattr(model, "batchnorm_folded", 0):
+        from keras_adtrs.model import ADTRSModel
+
+        if isinstance(model, ADTRSModel):
+            from keras_adtrs.batchnorm_folding import fold_batchnorm as fold
+
+            served = fold(model)
     tmp_dir = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        module = _build_module(model, num_crops, max_pixels)
+        module = _build_module(served, num_crops, max_pixels)
         signatures = {
             DEFAULT_SIGNATURE: module.serving_default.get_concrete_function(),
             IMAGES_SIGNATURE: module.serving_images.get_concrete_function(),
@@ -367,7 +387,7 @@ def export_model(
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name, warmup)
         with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(model, name, version, num_crops, max_pixels), f, indent=2)
+            json.dump(_metadata(served, name, version, num_crops, max_pixels), f, indent=2)
         _move_into_place(tmp_dir, final_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -407,6 +427,11 @@ def build_parser():
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest H*W accepted (default: {DEFAULT_MAX_PIXELS})"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--no-fold-batchnorm",
+        action="store_true",
+        help="serve the model as saved (default: BatchNorm folded into the convolutions, same scores, faster)",
+    )
     return parser
 
 
@@ -441,6 +466,7 @@ def main(argv=None):
             num_crops=args.crops,
             max_pixels=args.max_pixels,
             overwrite=args.overwrite,
+            fold_batchnorm=not args.no_fold_batchnorm,
         )
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

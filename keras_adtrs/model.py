@@ -302,7 +302,16 @@ class ADTRSModel(keras.Model):
     #: unchanged). Set to False before training to keep Keras' own call.
     fused_batchnorm = True
 
+    #: Number of BatchNorm layers folded into their convolutions: non-zero only
+    #: on an inference copy made by `keras_adtrs.fold_batchnorm`, which cannot train.
+    batchnorm_folded = 0
+
     def train_step(self, *args):
+        if self.batchnorm_folded:
+            raise RuntimeError(
+                "this model is an inference copy with BatchNorm folded into the convolutions "
+                "(keras_adtrs.fold_batchnorm); train the original model and fold it again"
+            )
         backend = keras.backend.backend()
         if backend == "tensorflow":
             from keras_adtrs.train_step_tensorflow import train_step

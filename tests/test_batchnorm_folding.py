@@ -1,0 +1,92 @@
+"""BatchNorm folded into the convolutions for inference (`keras_adtrs.fold_batchnorm`)."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_adtrs
+from keras_adtrs.batchnorm_folding import conv_batchnorm_pairs
+
+CROP = 64
+
+
+def _model_with_trained_statistics(backbone, seed=0):
+    """A tiny model whose BatchNorm statistics and score head are far from their initial values."""
+    keras.utils.set_random_seed(seed)
+    model = keras_adtrs.build_adtrs(
+        crop_size=CROP, backbone_weights=None, backbone=backbone, score_scale=10.0, score_offset=50.0
+    )
+    rng = np.random.default_rng(seed)
+    for layer in model.network._flatten_layers(recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, channels))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, channels))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+            if layer.center:
+                layer.beta.assign(rng.normal(0.0, 0.2, channels))
+    head = model.network.get_layer("score_dense")
+    head.kernel.assign(rng.normal(0.0, 0.02, head.kernel.shape))
+    images = rng.uniform(0, 255, (4, CROP, CROP, 3)).astype("float32")
+    return model, images
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet50_v1_5"])
+def test_folded_copy_scores_like_the_model_which_is_left_untouched(backbone):
+    model, images = _model_with_trained_statistics(backbone)
+    before = [np.array(w) for w in model.get_weights()]
+    reference = model.get_intermediates(images)
+    folded = keras_adtrs.fold_batchnorm(model)
+    # Every conv -> BatchNorm pair of the backbone (the attention block's are inside a custom layer).
+    assert folded.batchnorm_folded == 53 == len(conv_batchnorm_pairs(model.network))
+    out = folded.get_intermediates(images)
+    for name, value in reference.items():
+        scale = float(np.max(np.abs(value)))
+        assert scale > 0, name
+        np.testing.assert_allclose(out[name], value, atol=1e-5 * scale, rtol=0, err_msg=name)
+    # The scores differ from the layer-by-layer ones (the test would notice an unfolded copy otherwise).
+    assert not np.array_equal(np.asarray(folded.predict(images, verbose=0)), np.asarray(model.predict(images, verbose=0)))
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert model.batchnorm_folded == 0 and folded.get_config() == model.get_config()
+
+
+def test_folded_copy_saves_loads_and_refuses_to_train(tmp_path):
+    model, images = _model_with_trained_statistics("resnet50", seed=1)
+    folded = keras_adtrs.fold_batchnorm(model)
+    path = os.fspath(tmp_path / "folded.keras")
+    folded.save(path)
+    # Reloaded, it is an ordinary model whose folded BatchNorms are identities: the same scores.
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-4, rtol=0
+    )
+    folded.compile(optimizer=keras.optimizers.Adam(1e-4))
+    with pytest.raises(RuntimeError, match="fold_batchnorm"):
+        folded.fit(images, np.full(len(images), 50.0, "float32"), batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="already a folded"):
+        keras_adtrs.fold_batchnorm(folded)
+    with pytest.raises(TypeError, match="ADTRSModel"):
+        keras_adtrs.fold_batchnorm(keras.Sequential([keras.layers.Dense(1)]))
+
+
+def test_export_serves_the_folded_copy_with_the_same_scores(tmp_path):
+    import tensorflow as tf
+
+    from keras_adtrs.export import export_model
+
+    model, _ = _model_with_trained_statistics("resnet50", seed=2)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (3, 80, 96, 3), dtype=np.uint8)
+    expected = keras_adtrs.score(model, list(images), crops=2, batch_size=6)
+    for fold, count in ((True, 53), (False, 0)):
+        path = export_model(model, tmp_path / str(fold), num_crops=2, fold_batchnorm=fold)
+        with open(os.path.join(path, "assets.extra", "adtrs_export.json")) as handle:
+            assert json.load(handle)["batchnorm_folded"] == count
+        served = tf.saved_model.load(path).signatures["serving_images"](images=tf.constant(images))["score"]
+        np.testing.assert_allclose(served.numpy(), expected, atol=1e-4, rtol=0)
+    assert model.batchnorm_folded == 0
