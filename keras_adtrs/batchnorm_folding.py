@@ -100,6 +100,18 @@ def fold_pair(conv, batchnorm):
     return True
 
 
+def folded_for_inference(model):
+    """`fold_batchnorm(model)` for an unfolded `ADTRSModel`; any other model as it is.
+
+    What the inference commands (`predict`, `evaluate`) and the export use.
+    """
+    from keras_adtrs.model import ADTRSModel
+
+    if isinstance(model, ADTRSModel) and not model.batchnorm_folded:
+        return fold_batchnorm(model)
+    return model
+
+
 def fold_batchnorm(model):
     """An inference copy of `model` with BatchNorm folded into the convolutions.
 

@@ -368,13 +368,10 @@ def export_model(
                     warmup.append(f.read())
 
     served = model
-    if fold_batchnorm and not getattr(model, "batchnorm_folded", 0):
-        from keras_adtrs.model import ADTRSModel
+    if fold_batchnorm:
+        from keras_adtrs.batchnorm_folding import folded_for_inference
 
-        if isinstance(model, ADTRSModel):
-            from keras_adtrs.batchnorm_folding import fold_batchnorm as fold
-
-            served = fold(model)
+        served = folded_for_inference(model)
     tmp_dir = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         module = _build_module(served, num_crops, max_pixels)

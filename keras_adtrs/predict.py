@@ -62,12 +62,9 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
-    if getattr(model, "crop_size", None) is not None and not getattr(model, "batchnorm_folded", 0):
-        from keras_adtrs.batchnorm_folding import fold_batchnorm
-        from keras_adtrs.model import ADTRSModel
+    from keras_adtrs.batchnorm_folding import folded_for_inference
 
-        if isinstance(model, ADTRSModel):
-            model = fold_batchnorm(model)  # same scores up to float rounding, faster
+    model = folded_for_inference(model)  # same scores up to float rounding, faster
     rows = score_files(model, paths, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress)
     print(format_rows(rows, args.format))
     failed = sum("error" in row for row in rows)

@@ -90,3 +90,14 @@ def test_export_serves_the_folded_copy_with_the_same_scores(tmp_path):
         served = tf.saved_model.load(path).signatures["serving_images"](images=tf.constant(images))["score"]
         np.testing.assert_allclose(served.numpy(), expected, atol=1e-4, rtol=0)
     assert model.batchnorm_folded == 0
+
+
+def test_inference_commands_fold_only_unfolded_adtrs_models():
+    from keras_adtrs.batchnorm_folding import folded_for_inference
+
+    model, _ = _model_with_trained_statistics("resnet50", seed=4)
+    folded = folded_for_inference(model)
+    assert folded is not model and folded.batchnorm_folded == 53
+    assert folded_for_inference(folded) is folded
+    other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert folded_for_inference(other) is other
