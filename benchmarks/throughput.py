@@ -108,11 +108,11 @@ def child(mode, batch, crop, repeats, steps, execution):
     y = np.random.default_rng(1).uniform(0, 100, batch).astype("float32")
     jit = execution == "xla"
     per_run = batch
+    if not mode.startswith("keras_resnet50"):
+        model = keras_adtrs.build_adtrs(crop_size=crop, backbone_weights=None, score_scale=20.0, score_offset=50.0)
     if mode.startswith("keras_resnet50"):
         run = keras_resnet50_runner(mode, x, jit)
-    else:
-        model = keras_adtrs.build_adtrs(crop_size=crop, backbone_weights=None, score_scale=20.0, score_offset=50.0)
-    if mode == "inference":
+    elif mode == "inference":
         if execution == "eager":
             run = lambda: model(x, training=False).numpy()  # noqa: E731
         else:
@@ -133,7 +133,8 @@ def child(mode, batch, crop, repeats, steps, execution):
 
         from keras_adtrs.export import export_model
 
-        path = export_model(model, tempfile.mkdtemp(), num_crops=1)
+        export_dir = tempfile.TemporaryDirectory()  # removed when this process exits
+        path = export_model(model, export_dir.name, num_crops=1)
         loaded = tf.saved_model.load(path)
         sig = loaded.signatures["serving_images"]
         images = tf.constant(x.astype("uint8"))

@@ -30,7 +30,9 @@ cells = [
         "WARMUP_EPOCHS = 0 if SMOKE else 3  # quality terms only at first (see README)\n"
         "TEST_CROPS = 1 if SMOKE else 9\n"
         "BATCH = 8 if SMOKE else 16\n"
-        "OUT = tempfile.mkdtemp(prefix='adtrs-notebook-')\n"
+        "# Outputs (model, export, plots): KERAS_ADTRS_NOTEBOOK_OUT, or a new temporary folder.\n"
+        "OUT = os.environ.get('KERAS_ADTRS_NOTEBOOK_OUT') or tempfile.mkdtemp(prefix='adtrs-notebook-')\n"
+        "os.makedirs(OUT, exist_ok=True)\n"
         "keras.utils.set_random_seed(0)\n"
         "started = time.time()"
     ),
@@ -114,6 +116,9 @@ cells = [
         "print(f'notebook ran in {time.time() - started:.0f} s')"
     ),
 ]
+
+for number, cell in enumerate(cells):
+    cell["id"] = f"cell-{number:02d}"  # stable ids: regenerating changes only edited cells
 
 notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 path = pathlib.Path(__file__).with_name("train_and_evaluate.ipynb")

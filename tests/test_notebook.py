@@ -21,6 +21,7 @@ def test_notebook_runs_at_smoke_size(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("KERAS_ADTRS_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("KERAS_ADTRS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KERAS_ADTRS_NOTEBOOK_OUT", str(tmp_path / "out"))  # pytest's tmp_path, not a leak
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
