@@ -1,7 +1,5 @@
 """The notebook runs top to bottom at smoke size, and is stored without outputs."""
 
-import os
-
 import nbformat
 import pytest
 
