@@ -16,7 +16,7 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["keras_adtrs", "keras_adtrs.*"]),
     include_package_data=True,
-    package_data={"keras_adtrs": ["datasets/*/dummy_data/**/*", "datasets/*/*.txt", "datasets/*/*.tsv"]},
+    package_data={"keras_adtrs": ["data/tfds/*/dummy_data/**/*", "data/tfds/*/*.txt", "data/tfds/*/*.tsv"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorboard>=2.20",

@@ -56,8 +56,8 @@ def main():
 
     if keras.backend.backend() != "jax":
         raise SystemExit("set KERAS_BACKEND=jax")
-    from keras_adtrs.training import TrainConfig
-    from keras_adtrs.training_jax import run_training_jax
+    from keras_adtrs.training.run import TrainConfig
+    from keras_adtrs.training.loop_jax import run_training_jax
 
     config = TrainConfig(
         dataset="live_challenge",

@@ -131,7 +131,7 @@ def child(mode, batch, crop, repeats, steps, execution):
     elif mode == "savedmodel":
         import tempfile
 
-        from keras_adtrs.export import export_model
+        from keras_adtrs.serving.export import export_model
 
         export_dir = tempfile.TemporaryDirectory()  # removed when this process exits
         path = export_model(model, export_dir.name, num_crops=1)

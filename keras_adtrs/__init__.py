@@ -5,12 +5,12 @@ Self-Consistency; ICIP 2024) predicts the score human viewers would give a
 photo, from the photo alone.
 """
 
-from keras_adtrs.quiet import quiet_tensorflow as _quiet_tensorflow
+from keras_adtrs.console import quiet_tensorflow as _quiet_tensorflow
 
 _quiet_tensorflow()
 
-from keras_adtrs.batchnorm_folding import fold_batchnorm  # noqa: E402
-from keras_adtrs.layers import (  # noqa: E402
+from keras_adtrs.models.folding import fold_batchnorm  # noqa: E402
+from keras_adtrs.models.layers import (  # noqa: E402
     AttentionDownsample,
     ChannelL2Normalize,
     InputNormalization,
@@ -18,7 +18,7 @@ from keras_adtrs.layers import (  # noqa: E402
     ScoreAffine,
     TopLeftAveragePooling,
 )
-from keras_adtrs.model import ADTRSModel, build_adtrs_network  # noqa: E402
+from keras_adtrs.models.adtrs import ADTRSModel, build_adtrs_network  # noqa: E402
 from keras_adtrs.version import __version__  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def build_adtrs(
     >>> model(np.zeros((2, 64, 64, 3))).shape
     (2,)
     """
-    from keras_adtrs.weights import load_backbone_weights
+    from keras_adtrs.models.weights import load_backbone_weights
 
     model = ADTRSModel(
         crop_size=crop_size,
@@ -70,8 +70,8 @@ def build_adtrs(
 
 
 def score(model, images, crops=9, batch_size=32, **kwargs):
-    """Scores images: see `keras_adtrs.scoring.score`."""
-    from keras_adtrs.scoring import score as _score
+    """Scores images: see `keras_adtrs.inference.scoring.score`."""
+    from keras_adtrs.inference.scoring import score as _score
 
     return _score(model, images, crops=crops, batch_size=batch_size, **kwargs)
 

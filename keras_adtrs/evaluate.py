@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 
-from keras_adtrs.quiet import one_line_warnings
+from keras_adtrs.console import one_line_warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -48,7 +48,7 @@ def build_parser():
     )
     parser.add_argument("--model", required=True, help="saved model file (.keras)")
     parser.add_argument(
-        "--dataset", default=None, help="data set name (see keras_adtrs.data.sources); defaults to config.json's"
+        "--dataset", default=None, help="data set name (see keras_adtrs.data.source); defaults to config.json's"
     )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
     parser.add_argument("--manual-dir", default=None, help="folder holding a data set's release files (or the image root of --dataset csv)")
@@ -95,9 +95,9 @@ def main(argv=None):
     import keras
 
     import keras_adtrs  # noqa: F401  (registers the model's classes)
-    from keras_adtrs.data.sources import load_source
+    from keras_adtrs.data.source import load_source
     from keras_adtrs.data.splits import split_by_group
-    from keras_adtrs.evaluation import evaluate_model, format_metrics_table, scatter_plot, to_json
+    from keras_adtrs.inference.evaluation import evaluate_model, format_metrics_table, scatter_plot, to_json
 
     try:
         settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
@@ -125,7 +125,7 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
-    from keras_adtrs.batchnorm_folding import folded_for_inference
+    from keras_adtrs.models.folding import folded_for_inference
 
     model = folded_for_inference(model)  # same scores up to float rounding, faster
 

@@ -46,7 +46,7 @@ def main(argv=None):
     if not os.path.isfile(args.model):
         parser.error(f"--model {args.model}: no such file")
 
-    from keras_adtrs.scoring import expand_paths, format_rows, score_files
+    from keras_adtrs.inference.scoring import expand_paths, format_rows, score_files
 
     paths = expand_paths(args.paths)
     if not paths:
@@ -62,7 +62,7 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
-    from keras_adtrs.batchnorm_folding import folded_for_inference
+    from keras_adtrs.models.folding import folded_for_inference
 
     model = folded_for_inference(model)  # same scores up to float rounding, faster
     rows = score_files(model, paths, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress)

@@ -60,14 +60,14 @@ def main(argv=None):
     import os
 
     if (args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")) == "jax":
-        from keras_adtrs.training_jax import main as jax_main
+        from keras_adtrs.training.loop_jax import main as jax_main
 
         return jax_main(argv)
     import keras_adtrs  # noqa: F401  (quiet TensorFlow start-up)
-    from keras_adtrs.quiet import one_line_warnings
+    from keras_adtrs.console import one_line_warnings
 
     one_line_warnings()
-    from keras_adtrs.training import TrainConfig, run_repeated, run_training
+    from keras_adtrs.training.run import TrainConfig, run_repeated, run_training
 
     values = vars(args)
     values.pop("backend")

@@ -18,10 +18,10 @@ cells = [
         "import os, tempfile, time\n"
         "import numpy as np\n"
         "import keras\n"
-        "from keras_adtrs.data.sources import load_source\n"
+        "from keras_adtrs.data.source import load_source\n"
         "from keras_adtrs.data.splits import split_by_group\n"
-        "from keras_adtrs.data.pipeline import training_dataset, steps_per_epoch\n"
-        "from keras_adtrs.callbacks import ObjectiveWarmup, ValidationMetrics\n"
+        "from keras_adtrs.data.pipeline_tensorflow import training_dataset, steps_per_epoch\n"
+        "from keras_adtrs.training.callbacks import ObjectiveWarmup, ValidationMetrics\n"
         "\n"
         "SMOKE = os.environ.get('KERAS_ADTRS_NOTEBOOK_SMOKE') == '1'\n"
         "CROP = 64\n"
@@ -48,7 +48,7 @@ cells = [
     ),
     new_markdown_cell(
         "To train on a public set instead, point `manual_dir` at its release files "
-        "(see `keras_adtrs.datasets` for the exact layouts), for example:\n\n"
+        "(see `keras_adtrs.data.tfds` for the exact layouts), for example:\n\n"
         "```python\n"
         "source = load_source('live_challenge', manual_dir='/data/ChallengeDB_release')  # LIVE-C, split by image\n"
         "source = load_source('koniq10k', manual_dir='/data/koniq10k')                  # KonIQ-10k\n"
@@ -89,7 +89,7 @@ cells = [
     ),
     new_markdown_cell("## Evaluation on the test split"),
     new_code_cell(
-        "from keras_adtrs.evaluation import evaluate_predictions, format_metrics_table, scatter_plot\n"
+        "from keras_adtrs.inference.evaluation import evaluate_predictions, format_metrics_table, scatter_plot\n"
         "predictions = keras_adtrs.score(model, test.images, crops=TEST_CROPS)\n"
         "result = evaluate_predictions(predictions, test.scores, bootstrap=0 if SMOKE else 1000)\n"
         "print(format_metrics_table(result))\n"
@@ -102,7 +102,7 @@ cells = [
         "import io\n"
         "import tensorflow as tf\n"
         "from PIL import Image as PILImage\n"
-        "from keras_adtrs.export import export_model\n"
+        "from keras_adtrs.serving.export import export_model\n"
         "version_dir = export_model(model, os.path.join(OUT, 'export'), num_crops=TEST_CROPS)\n"
         "print('exported to', version_dir)\n"
         "served = tf.saved_model.load(version_dir).signatures['serving_default']\n"

@@ -14,7 +14,7 @@ os.environ.setdefault("KERAS_ADTRS_OFFLINE", "1")
 
 
 def register_tiny_source(n=32, size=72):
-    from keras_adtrs.data.sources import IQASource, register_source
+    from keras_adtrs.data.source import IQASource, register_source
 
     @register_source("tiny")
     def _tiny(data_dir=None, manual_dir=None, **kwargs):

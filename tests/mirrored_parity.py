@@ -19,7 +19,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 import keras_adtrs  # noqa: E402
-from keras_adtrs.distribute import choose_strategy  # noqa: E402
+from keras_adtrs.training.distribute import choose_strategy  # noqa: E402
 
 NO_RANKING = {"ranking": 0.0, "ranking_consistency": 0.0}
 

@@ -204,7 +204,7 @@ def small_exported_model(tmp_path_factory):
         import keras
 
         import keras_adtrs
-        from keras_adtrs.export import export_model
+        from keras_adtrs.serving.export import export_model
 
         keras.utils.set_random_seed(0)
         model = random_score_head(keras_adtrs.build_adtrs(crop_size=TEST_CROP, backbone_weights=None, score_offset=50.0))
@@ -216,7 +216,7 @@ def small_exported_model(tmp_path_factory):
 
 def local_score(model, data, num_crops=TEST_CROPS):
     """The reference: decode -> grid crops -> Keras model (eager) -> mean."""
-    from keras_adtrs.data.tf_image import decode_image, grid_crops
+    from keras_adtrs.data.crops_tensorflow import decode_image, grid_crops
 
     crops = grid_crops(decode_image(data), model.crop_size, num_crops)
     return float(tf.reduce_mean(model(crops, training=False)).numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_adtrs
-from keras_adtrs.batchnorm_folding import conv_batchnorm_pairs
+from keras_adtrs.models.folding import conv_batchnorm_pairs
 
 CROP = 64
 
@@ -77,7 +77,7 @@ def test_folded_copy_saves_loads_and_refuses_to_train(tmp_path):
 def test_export_serves_the_folded_copy_with_the_same_scores(tmp_path):
     import tensorflow as tf
 
-    from keras_adtrs.export import export_model
+    from keras_adtrs.serving.export import export_model
 
     model, _ = _model_with_trained_statistics("resnet50", seed=2)
     rng = np.random.default_rng(3)
@@ -93,7 +93,7 @@ def test_export_serves_the_folded_copy_with_the_same_scores(tmp_path):
 
 
 def test_inference_commands_fold_only_unfolded_adtrs_models():
-    from keras_adtrs.batchnorm_folding import folded_for_inference
+    from keras_adtrs.models.folding import folded_for_inference
 
     model, _ = _model_with_trained_statistics("resnet50", seed=4)
     folded = folded_for_inference(model)

@@ -12,8 +12,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from keras_adtrs import convert
-from keras_adtrs.layers import attention_bias_index
+from keras_adtrs import convert as convert_command
+from keras_adtrs.models import conversion as convert
+from keras_adtrs.models.layers import attention_bias_index
 
 
 def _shared_reference():
@@ -174,7 +175,7 @@ def test_unknown_and_missing_keys_are_named(state_dict):
 
 
 def test_backbone_v1_5_shapes_at_crop_64():
-    from keras_adtrs.backbones_torchvision import resnet50_v1_5_stages
+    from keras_adtrs.models.backbones_torchvision import resnet50_v1_5_stages
 
     backbone = resnet50_v1_5_stages(64)
     assert backbone.name == "resnet50_v1_5"
@@ -192,7 +193,7 @@ def test_backbone_v1_5_shapes_at_crop_64():
 
 def test_torchvision_resnet50_seeds_backbone(state_dict):
     from keras_adtrs import ADTRSModel
-    from keras_adtrs.weights import backbone_of
+    from keras_adtrs.models.weights import backbone_of
 
     torchvision = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
     torchvision["fc.weight"] = np.zeros((1000, 2048), np.float32)
@@ -227,7 +228,7 @@ def test_cli_converts_npz(state_dict, tmp_path, capsys):
     }
     np.savez(source, **{f"module.{k}": v for k, v in {**state_dict, **ignored}.items()})
     output = tmp_path / "converted.keras"
-    status = convert.main(
+    status = convert_command.main(
         [str(source), "--output", str(output), "--input-normalization", "none", "--crop-size", "64"]
     )
     assert status == 0, capsys.readouterr().err
@@ -255,6 +256,6 @@ def test_cli_without_torch_explains(tmp_path, capsys):
         pass
     checkpoint = tmp_path / "ckpt.pth"
     checkpoint.write_bytes(b"")
-    status = convert.main([str(checkpoint), "--output", str(tmp_path / "m.keras")])
+    status = convert_command.main([str(checkpoint), "--output", str(tmp_path / "m.keras")])
     assert status == 1
     assert "pip install keras-adtrs[torch]" in capsys.readouterr().err

@@ -7,15 +7,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-import keras_adtrs.datasets as kd
-from keras_adtrs.data.sources import load_source
-from keras_adtrs.datasets import _common
-from keras_adtrs.datasets.csiq import csiq_dataset_builder
-from keras_adtrs.datasets.kadid10k import kadid10k_dataset_builder
-from keras_adtrs.datasets.koniq10k import koniq10k_dataset_builder
-from keras_adtrs.datasets.live_challenge import live_challenge_dataset_builder
-from keras_adtrs.datasets.live_iqa import live_iqa_dataset_builder
-from keras_adtrs.datasets.tid2013 import tid2013_dataset_builder
+import keras_adtrs.data.tfds as kd
+from keras_adtrs.data.source import load_source
+from keras_adtrs.data.tfds import _common
+from keras_adtrs.data.tfds.csiq import csiq_dataset_builder
+from keras_adtrs.data.tfds.kadid10k import kadid10k_dataset_builder
+from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder
+from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder
+from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder
+from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder
 
 HERE = os.path.dirname(os.path.abspath(kd.__file__))
 CLIVE_DEV = "/work/shared/data/clive_dev/ChallengeDB_release"

@@ -47,7 +47,7 @@ def _state(out):
 def test_choose_strategy_names(monkeypatch):
     import tensorflow as tf
 
-    from keras_adtrs.distribute import choose_strategy, worker_role
+    from keras_adtrs.training.distribute import choose_strategy, worker_role
 
     default = tf.distribute.get_strategy()
     assert choose_strategy("none") is default
@@ -132,7 +132,7 @@ def test_killed_run_resumes_strategy_none(tmp_path):
 
 
 def test_workers_agree_on_the_newest_common_checkpoint(tmp_path):
-    from keras_adtrs.resume import agree_on_state, global_step
+    from keras_adtrs.training.resume import agree_on_state, global_step
 
     settings = {"seed": 0}
     older = {"epoch": 1, "step": 0, "global_step": 3, "weights": "weights-000000003.weights.h5", "history": [{"epoch": 0}]}

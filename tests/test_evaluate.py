@@ -1,4 +1,4 @@
-"""`keras_adtrs.evaluation` and `python -m keras_adtrs.evaluate` on a tiny saved model."""
+"""`keras_adtrs.inference.evaluation` and `python -m keras_adtrs.evaluate` on a tiny saved model."""
 
 import io
 import json
@@ -9,9 +9,9 @@ from PIL import Image
 
 import keras_adtrs
 from keras_adtrs import evaluate
-from keras_adtrs.data.sources import IQASource, register_source
+from keras_adtrs.data.source import IQASource, register_source
 from keras_adtrs.data.splits import split_by_group
-from keras_adtrs.evaluation import evaluate_model, scatter_plot
+from keras_adtrs.inference.evaluation import evaluate_model, scatter_plot
 from conftest import random_score_head
 
 NUM_IMAGES = 10

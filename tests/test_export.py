@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_adtrs import export as export_lib
+from keras_adtrs import export as export_command
+from keras_adtrs.serving import export as export_lib
 
 try:
     import serving_stand_in as stand_in
@@ -194,10 +195,10 @@ def test_versioning_and_overwrite(exported, tmp_path, monkeypatch):
 
 
 def test_cli_errors_cleanly(tmp_path, capsys):
-    assert export_lib.main(["--model", str(tmp_path / "missing.keras"), "--export-dir", str(tmp_path)]) == 2
+    assert export_command.main(["--model", str(tmp_path / "missing.keras"), "--export-dir", str(tmp_path)]) == 2
     assert "no such model file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        export_lib.main(["--export-dir", str(tmp_path)])
+        export_command.main(["--export-dir", str(tmp_path)])
 
 
 def test_metadata_json_is_valid(exported):

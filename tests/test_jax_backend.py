@@ -125,13 +125,13 @@ json.dump({"inference": inference, "train_step": step}, open("jax_terms.json", "
 """
 
 TF_LOAD = """
-from keras_adtrs.model import ADTRSModel
+from keras_adtrs.models.adtrs import ADTRSModel
 model = keras.saving.load_model("model.keras")
 assert isinstance(model, ADTRSModel)
 probe = np.load("probe.npy")
 np.save("tensorflow_predictions.npy", np.asarray(model.predict(probe, verbose=0)))
 try:
-    from keras_adtrs.export import export_model
+    from keras_adtrs.serving.export import export_model
 except ImportError as exc:
     print("EXPORT-SKIPPED", exc)
 else:
@@ -205,7 +205,7 @@ def test_jax_trained_keras_file_loads_on_tensorflow_and_exports(jax_cross_backen
     assert jax_pred.shape == tf_pred.shape == (3,)
     np.testing.assert_allclose(tf_pred, jax_pred, rtol=1e-4, atol=1e-4)
     if "EXPORT-SKIPPED" in out:
-        pytest.skip(f"keras_adtrs.export.export_model not available: {out.strip()}")
+        pytest.skip(f"keras_adtrs.serving.export.export_model not available: {out.strip()}")
     assert "EXPORTED" in out
 
 
@@ -213,8 +213,8 @@ def test_jax_trained_keras_file_loads_on_tensorflow_and_exports(jax_cross_backen
 JAX_TRAINING_RUN = """
 import csv, os
 from PIL import Image
-from keras_adtrs.training import TrainConfig
-from keras_adtrs.training_jax import run_training_jax
+from keras_adtrs.training.run import TrainConfig
+from keras_adtrs.training.loop_jax import run_training_jax
 
 rng = np.random.default_rng(0)
 os.makedirs("images", exist_ok=True)
@@ -256,7 +256,7 @@ def test_jax_training_run_without_tensorflow(tmp_path):
 
 # ------------------------------------------------------------------ numpy input pipeline (in process)
 def test_jax_pipeline_training_crops_are_seeded_per_epoch():
-    from keras_adtrs.data.numpy_loader import TrainingCrops
+    from keras_adtrs.data.pipeline_numpy import TrainingCrops
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (int(rng.integers(40, 90)), int(rng.integers(40, 90)), 3), dtype=np.uint8) for _ in range(10)]
@@ -281,7 +281,7 @@ def test_jax_pipeline_training_crops_are_seeded_per_epoch():
 def test_jax_pipeline_resize_and_grid_match_tensorflow():
     import tensorflow as tf
 
-    from keras_adtrs.data import numpy_loader, tf_image
+    from keras_adtrs.data import crops_tensorflow as tf_image, pipeline_numpy as numpy_loader
 
     rng = np.random.default_rng(2)
     for h, w in [(37, 50), (64, 20), (5, 7), (63, 64), (100, 31)]:
@@ -304,7 +304,7 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
     import tensorflow as tf
     from PIL import Image
 
-    from keras_adtrs.data import numpy_loader, tf_image
+    from keras_adtrs.data import crops_tensorflow as tf_image, pipeline_numpy as numpy_loader
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
@@ -339,7 +339,7 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
 
 @pytest.mark.skipif(not LIVE_C.exists(), reason="LIVE-C dev subset not present")
 def test_jax_pipeline_reads_live_challenge_release():
-    from keras_adtrs.data.numpy_loader import GridCrops, load_live_challenge
+    from keras_adtrs.data.pipeline_numpy import GridCrops, load_live_challenge
 
     source = load_live_challenge(str(LIVE_C))
     assert len(source) == 200

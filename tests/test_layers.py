@@ -5,8 +5,8 @@ import pytest
 
 import keras
 import keras_adtrs  # noqa: F401
-from keras_adtrs import layers as L
-from keras_adtrs.layers import attention_bias_index
+from keras_adtrs.models import layers as L
+from keras_adtrs.models.layers import attention_bias_index
 
 
 def roundtrip(layer):
@@ -178,7 +178,7 @@ def test_fused_batchnorm_matches_keras_batchnorm():
         pytest.skip("the fused kernel is TensorFlow's")
     import tensorflow as tf
 
-    from keras_adtrs.fused_batchnorm import use_fused_batchnorm
+    from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
 
     x = np.random.default_rng(0).normal(2.0, 3.0, (4, 5, 6, 7)).astype("float32")
     plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)

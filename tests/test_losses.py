@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import shared_dir
-from keras_adtrs.losses import adtrs_loss_terms, relative_ranking, stable_rank
+from keras_adtrs.models.objective import adtrs_loss_terms, relative_ranking, stable_rank
 
 FIXTURE = shared_dir() / "reference" / "adtrs_loss_reference.json"
 CASES = json.loads(FIXTURE.read_text())["cases"] if FIXTURE.exists() else []

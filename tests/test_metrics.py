@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from keras_adtrs import metrics
-from keras_adtrs.evaluation import evaluate_predictions, format_metrics_table, to_json
+from keras_adtrs.inference.evaluation import evaluate_predictions, format_metrics_table, to_json
 from keras_adtrs.metrics import UndefinedMetricWarning
 
 

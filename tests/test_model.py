@@ -9,8 +9,8 @@ import pytest
 
 import keras_adtrs
 from conftest import random_crops
-from keras_adtrs.model import ADTRSModel
-from keras_adtrs.weights import BackboneWeightsWarning
+from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.weights import BackboneWeightsWarning
 
 
 def test_scores_and_intermediates_at_crop_64(tiny_model):
@@ -104,7 +104,7 @@ def test_same_seed_same_scores():
 
 
 def test_imagenet_download_failure_is_loud_and_recorded(monkeypatch):
-    from keras_adtrs import weights
+    from keras_adtrs.models import weights
 
     def refuse(*args, **kwargs):
         raise OSError("network unreachable")
@@ -121,7 +121,7 @@ def test_download_attempt_is_bounded(monkeypatch):
 
     import keras as keras_module
 
-    from keras_adtrs import weights
+    from keras_adtrs.models import weights
 
     monkeypatch.setattr(keras_module.utils, "get_file", lambda *a, **k: time.sleep(30))
     started = time.time()
@@ -131,7 +131,7 @@ def test_download_attempt_is_bounded(monkeypatch):
 
 
 def test_local_backbone_weights_file(tiny_model, tmp_path):
-    from keras_adtrs.weights import backbone_of
+    from keras_adtrs.models.weights import backbone_of
 
     path = tmp_path / "backbone.weights.h5"
     backbone_of(tiny_model).save_weights(path)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import keras_adtrs
-from keras_adtrs import scoring
-from keras_adtrs.scoring import ImageReadError
+from keras_adtrs.inference import scoring
+from keras_adtrs.inference.scoring import ImageReadError
 from conftest import random_score_head
 
 CROPS = 4

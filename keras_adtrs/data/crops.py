@@ -1,7 +1,7 @@
 """The crop rules shared by training, `predict`, `score` and the SavedModel.
 
 Pure integer arithmetic, so the numpy rule here and the TensorFlow one in
-`keras_adtrs.data.tf_image` give the same pixels:
+`keras_adtrs.data.crops_tensorflow` give the same pixels:
 
 - Upscaling: an image whose shorter side is below the crop size is resized
   (bilinear, half-pixel centres, no antialiasing: `tf.image.resize`'s

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from keras_adtrs.data.sources import IQASource
+from keras_adtrs.data.source import IQASource
 
 VERSION = 1
 DISTORTIONS = ("blur", "noise", "jpeg", "contrast", "exposure")

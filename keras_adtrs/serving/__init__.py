@@ -1,6 +1,6 @@
 """Serving an exported ADTRS model: the TensorFlow Serving gRPC client.
 
-`keras_adtrs.export.export_model` writes the SavedModel; `serving/` at the
+`keras_adtrs.serving.export.export_model` writes the SavedModel; `serving/` at the
 repository root holds the TF Serving configuration; `ServingClient` scores
 files against a running server.
 

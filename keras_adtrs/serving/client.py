@@ -46,7 +46,7 @@ import time  # noqa: E402
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_adtrs.scoring import expand_paths, format_rows  # noqa: E402
+from keras_adtrs.inference.scoring import expand_paths, format_rows  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
@@ -291,7 +291,7 @@ class ServingClient:
 
     def _score_decoded(self, items):
         # uint8 signature: decode here with the shared rule, group by size.
-        from keras_adtrs.data.tf_image import decode_image
+        from keras_adtrs.data.crops_tensorflow import decode_image
 
         results, groups = {}, {}
         for key, data in items:

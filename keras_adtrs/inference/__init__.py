@@ -1,0 +1,1 @@
+"""Inference: scoring whole images (crop grids) and evaluating a model on a data set."""

@@ -1,0 +1,1 @@
+"""The ADTRS model: registered layers, backbones, the objective, training steps, folding, conversion."""

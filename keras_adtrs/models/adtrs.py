@@ -1,0 +1,379 @@
+"""The ADTRS model: a functional graph inside a Keras model with the ADTRS objective.
+
+`ADTRSModel` holds `network`, a functional model joining the backbone's four
+stage outputs to the registered custom layers of `keras_adtrs.models.layers`, and
+trains with the ADTRS objective (`keras_adtrs.models.objective`) built into its
+`train_step`: `model.compile(optimizer=...)` is enough for `fit`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_adtrs.models import layers as adtrs_layers
+from keras_adtrs.models.backbones import BACKBONE_INPUT_NORMALIZATION, build_backbone
+from keras_adtrs.models.objective import (
+    DEFAULT_LOSS_WEIGHTS,
+    LOSS_TERM_NAMES,
+    adtrs_loss_terms,
+    self_consistency,
+)
+
+LAYER4_POOLINGS = ("global", "top_left")
+POOL_WINDOWS = (8, 4, 2, 1)
+INTERMEDIATES = ("layer4", "tokens", "block_output", "head_features", "score")
+MIN_CROP, MAX_CROP = 64, 512
+
+
+def validate_crop_size(crop_size):
+    """Raises ValueError unless `crop_size` is a multiple of 32 in [64, 512]."""
+    if (
+        isinstance(crop_size, bool)
+        or not isinstance(crop_size, (int, np.integer))
+        or crop_size % 32
+        or not MIN_CROP <= crop_size <= MAX_CROP
+    ):
+        raise ValueError(
+            f"crop_size must be a multiple of 32 from {MIN_CROP} to {MAX_CROP}, got {crop_size!r}"
+        )
+    return int(crop_size)
+
+
+def build_adtrs_network(
+    crop_size=224,
+    backbone="resnet50",
+    layer4_pooling="global",
+    input_normalization="caffe",
+    dropout_rate=0.1,
+    num_heads=16,
+    key_dim=16,
+    attn_ratio=4,
+    batchnorm_momentum=0.9,
+    score_scale=1.0,
+    score_offset=0.0,
+):
+    """The functional ADTRS graph: images in [0, 255] -> dict of outputs.
+
+    Outputs: `score` (B,), `block_output` (B, g', g', 3840), `layer4`
+    (B, g, g, 2048), `tokens` (B, g, g, 3840) and `head_features` (B, 2048),
+    with `g = crop_size / 32` and `g' = ceil(g / 2)`. Arguments as in
+    `ADTRSModel`.
+    """
+    crop_size = validate_crop_size(crop_size)
+    if layer4_pooling not in LAYER4_POOLINGS:
+        raise ValueError(f"layer4_pooling must be one of {LAYER4_POOLINGS}, got {layer4_pooling!r}")
+    images = keras.Input((crop_size, crop_size, 3), name="images")
+    x = adtrs_layers.InputNormalization(input_normalization, name="input_normalization")(images)
+    stages = build_backbone(backbone, crop_size, batchnorm_momentum)(x)
+    pooled = []
+    for level, (feature, window) in enumerate(zip(stages, POOL_WINDOWS), start=1):
+        y = adtrs_layers.ChannelL2Normalize(name=f"l2_normalize_{level}")(feature)
+        y = adtrs_layers.L2Pooling(name=f"l2_pooling_{level}")(y)
+        y = keras.layers.Dropout(dropout_rate, name=f"dropout_{level}")(y)
+        if window > 1:
+            y = keras.layers.AveragePooling2D(window, name=f"average_pooling_{level}")(y)
+        pooled.append(y)
+    tokens = keras.layers.Concatenate(name="tokens")(pooled)
+    block_output = adtrs_layers.AttentionDownsample(
+        num_heads=num_heads,
+        key_dim=key_dim,
+        attn_ratio=attn_ratio,
+        batchnorm_momentum=batchnorm_momentum,
+        name="attention_downsample",
+    )(tokens)
+    layer4 = stages[-1]
+    # The score head stays float32 under mixed precision.
+    pooled_block = keras.layers.GlobalAveragePooling2D(name="block_pooling", dtype="float32")(block_output)
+    head_features = keras.layers.Dense(2048, name="head_dense", dtype="float32")(pooled_block)
+    if layer4_pooling == "global":
+        pooled_layer4 = keras.layers.GlobalAveragePooling2D(name="layer4_pooling", dtype="float32")(layer4)
+    else:
+        pooled_layer4 = adtrs_layers.TopLeftAveragePooling(4, name="layer4_pooling", dtype="float32")(layer4)
+    joined = keras.layers.Concatenate(name="head_concat", dtype="float32")([head_features, pooled_layer4])
+    # Zero-initialised: the first predictions equal score_offset (the label mean), and
+    # Adam grows the head from there instead of first undoing a random projection of
+    # 4096 large, positively correlated features.
+    raw = keras.layers.Dense(1, kernel_initializer="zeros", name="score_dense", dtype="float32")(joined)
+    score = adtrs_layers.ScoreAffine(score_scale, score_offset, name="score", dtype="float32")(raw)
+    outputs = {
+        "score": score,
+        "block_output": block_output,
+        "layer4": layer4,
+        "tokens": tokens,
+        "head_features": head_features,
+    }
+    return keras.Model(images, outputs, name="adtrs_network")
+
+
+@keras.saving.register_keras_serializable(package="keras_adtrs")
+class ADTRSModel(keras.Model):
+    """ADTRS blind image quality model with its training objective built in.
+
+    Called on a batch of RGB crops with pixel values in [0, 255], shape
+    `(B, crop_size, crop_size, 3)`, it returns one score per crop, shape
+    `(B,)`, in the training labels' units. `fit` trains it with the ADTRS
+    objective (quality L1 on crops and flipped crops, self-consistency,
+    relative ranking and ranking consistency), reporting each term.
+
+    Args:
+        crop_size: int. Square crop side, a multiple of 32 from 64 to 512.
+            Defaults to `224`.
+        backbone: str. `"resnet50"` (keras.applications) or `"resnet50_v1_5"`
+            (torchvision layout). Defaults to `"resnet50"`.
+        layer4_pooling: str. `"global"` (mean of the whole layer-4 map) or
+            `"top_left"` (the authors' `AvgPool2d(4)` quirk: mean of the
+            top-left 4x4 window). Defaults to `"global"`.
+        input_normalization: str or None. `"auto"` (the backbone weights' own:
+            `"caffe"` for resnet50, `"torch"` for resnet50_v1_5), `"caffe"`,
+            `"torch"`, or `None` when the input is already normalised.
+            Defaults to `"auto"`.
+        dropout_rate: float. Dropout after L2 pooling. Defaults to `0.1`.
+        num_heads, key_dim, attn_ratio: int. Attention block shape.
+            Defaults to `16`, `16`, `4`.
+        batchnorm_momentum: float. Moving-statistics momentum of every
+            BatchNorm (Keras convention). Defaults to `0.9` (torch's 0.1),
+            which settles in tens of steps rather than hundreds.
+        score_scale, score_offset: float. The head predicts standardised
+            scores; `score = raw * score_scale + score_offset`. Set them to the
+            training labels' spread and mean. Defaults to `1.0`, `0.0`.
+        loss_weights: dict or None. Weights of `quality`, `consistency`,
+            `ranking`, `ranking_consistency` (defaults: 1, 1, 0.05, 1).
+        consistency_flip_back: bool. Compare the flipped pass's maps flipped
+            back (True) or position by position as the authors' code does
+            (False). Defaults to `False`.
+        l2_weight_decay: float. Coupled L2 weight decay added to every
+            gradient (the authors' `Adam(weight_decay=...)`, not AdamW).
+            Defaults to `0.0`.
+
+    Example:
+    >>> model = ADTRSModel(crop_size=64)
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-4))
+    >>> model.fit(crops, scores, batch_size=8)  # doctest: +SKIP
+    >>> model.predict(crops).shape  # doctest: +SKIP
+    (N,)
+    """
+
+    def __init__(
+        self,
+        crop_size=224,
+        backbone="resnet50",
+        layer4_pooling="global",
+        input_normalization="auto",
+        dropout_rate=0.1,
+        num_heads=16,
+        key_dim=16,
+        attn_ratio=4,
+        batchnorm_momentum=0.9,
+        score_scale=1.0,
+        score_offset=0.0,
+        loss_weights=None,
+        consistency_flip_back=False,
+        l2_weight_decay=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if input_normalization == "auto":
+            if backbone not in BACKBONE_INPUT_NORMALIZATION:
+                raise ValueError(
+                    f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_INPUT_NORMALIZATION)}"
+                )
+            input_normalization = BACKBONE_INPUT_NORMALIZATION[backbone]
+        if input_normalization in ("none", "None"):
+            input_normalization = None
+        weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        if set(weights) != set(DEFAULT_LOSS_WEIGHTS):
+            raise ValueError(
+                f"unknown loss weight(s) {sorted(set(weights) - set(DEFAULT_LOSS_WEIGHTS))}; "
+                f"known: {sorted(DEFAULT_LOSS_WEIGHTS)}"
+            )
+        self.crop_size = validate_crop_size(crop_size)
+        self.backbone = backbone
+        self.layer4_pooling = layer4_pooling
+        self.input_normalization = input_normalization
+        self.dropout_rate = float(dropout_rate)
+        self.num_heads = int(num_heads)
+        self.key_dim = int(key_dim)
+        self.attn_ratio = int(attn_ratio)
+        self.batchnorm_momentum = float(batchnorm_momentum)
+        self.score_scale = float(score_scale)
+        self.score_offset = float(score_offset)
+        self.loss_weights = {k: float(v) for k, v in weights.items()}
+        self.consistency_flip_back = bool(consistency_flip_back)
+        self.l2_weight_decay = float(l2_weight_decay)
+        self.network = build_adtrs_network(
+            crop_size=self.crop_size,
+            backbone=backbone,
+            layer4_pooling=layer4_pooling,
+            input_normalization=input_normalization,
+            dropout_rate=self.dropout_rate,
+            num_heads=self.num_heads,
+            key_dim=self.key_dim,
+            attn_ratio=self.attn_ratio,
+            batchnorm_momentum=self.batchnorm_momentum,
+            score_scale=self.score_scale,
+            score_offset=self.score_offset,
+        )
+        self.loss_trackers = {
+            name: keras.metrics.Mean(name=name) for name in ("loss",) + LOSS_TERM_NAMES
+        }
+        self.built = True
+        #: Temporary weights over `loss_weights` (not saved): the ranking
+        #: warm-up of `keras_adtrs.training.callbacks.ObjectiveWarmup` sets them.
+        self.loss_weight_overrides = {}
+        # Not saved: set by the training run. True compiles only the forward and
+        # backward passes with XLA (train_step_tensorflow._xla_gradients).
+        self.xla_gradients = False
+        #: Where the backbone's weights came from (set by `build_adtrs`).
+        self.backbone_weights_info = {"requested": None, "source": "random initialisation"}
+
+    # ----------------------------------------------------------------- forward
+    def call(self, images, training=None):
+        return self.network(images, training=training)["score"]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],)
+
+    def get_intermediates(self, images, batch_size=32):
+        """Intermediate tensors of an inference pass, as numpy, channels-last.
+
+        Args:
+            images: array `(B, crop, crop, 3)` of pixel values as the model
+                takes them.
+            batch_size: int. Crops per forward call. Defaults to `32`.
+
+        Returns:
+            dict with `layer4` (B, g, g, 2048), `tokens` (B, g, g, 3840),
+            `block_output` (B, g', g', 3840), `head_features` (B, 2048) and
+            `score` (B,).
+        """
+        images = np.asarray(images, "float32")
+        parts = {name: [] for name in INTERMEDIATES}
+        for start in range(0, len(images), batch_size):
+            out = self.network(images[start : start + batch_size], training=False)
+            for name in INTERMEDIATES:
+                parts[name].append(ops.convert_to_numpy(out[name]))
+        return {name: np.concatenate(values) for name, values in parts.items()}
+
+    # --------------------------------------------------------------- objective
+    def compute_objective(self, images, labels, training=True):
+        """Every ADTRS loss term for a batch: two passes, crops and their mirror.
+
+        Returns the dict of `keras_adtrs.models.objective.adtrs_loss_terms`.
+        """
+        out = self.network(images, training=training)
+        out_flipped = self.network(ops.flip(images, axis=2), training=training)
+        return self.objective_from_outputs(out, out_flipped, labels)
+
+    def objective_from_outputs(self, out, out_flipped, labels):
+        """The loss terms from the two passes' `network` output dicts.
+
+        Shared by `compute_objective` and the stateless JAX step
+        (`keras_adtrs.models.step_jax`), which runs the passes itself.
+        """
+        consistency, consistency_flipped = self_consistency(
+            out["block_output"],
+            out_flipped["block_output"],
+            out["layer4"],
+            out_flipped["layer4"],
+            flip_back=self.consistency_flip_back,
+        )
+        return adtrs_loss_terms(
+            labels,
+            out["score"],
+            out_flipped["score"],
+            consistency,
+            consistency_flipped,
+            {**self.loss_weights, **self.loss_weight_overrides},
+        )
+
+    def _update_trackers(self, terms, batch_size):
+        self.loss_trackers["loss"].update_state(terms["total"], sample_weight=batch_size)
+        for name in LOSS_TERM_NAMES:
+            self.loss_trackers[name].update_state(terms[name], sample_weight=batch_size)
+        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self.loss_trackers.values())
+
+    #: On TensorFlow, the training step switches the network's BatchNormalization
+    #: layers to TensorFlow's fused kernel (`keras_adtrs.models.fused_batchnorm_tensorflow`: same
+    #: results, faster training; layers, variables and the `.keras` format
+    #: unchanged). Set to False before training to keep Keras' own call.
+    fused_batchnorm = True
+
+    #: Number of BatchNorm layers folded into their convolutions: non-zero only
+    #: on an inference copy made by `keras_adtrs.fold_batchnorm`, which cannot train.
+    batchnorm_folded = 0
+
+    def train_step(self, *args):
+        if self.batchnorm_folded:
+            raise RuntimeError(
+                "this model is an inference copy with BatchNorm folded into the convolutions "
+                "(keras_adtrs.fold_batchnorm); train the original model and fold it again"
+            )
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            from keras_adtrs.models.step_tensorflow import train_step
+
+            return train_step(self, *args)
+        if backend == "jax":
+            from keras_adtrs.models.step_jax import train_step
+
+            return train_step(self, *args)
+        raise NotImplementedError(
+            f"ADTRS training supports the tensorflow and jax backends, not {backend!r}"
+        )
+
+    def test_step(self, *args):
+        backend = keras.backend.backend()
+        if backend == "jax":
+            from keras_adtrs.models.step_jax import test_step
+
+            return test_step(self, *args)
+        (data,) = args
+        images, labels = unpack_batch(data)
+        terms = self.compute_objective(images, labels, training=False)
+        return self._update_trackers(terms, ops.shape(labels)[0])
+
+    def predict_step(self, *args):
+        if keras.backend.backend() == "jax":
+            # JAX's trainer is stateless: predict_step(state, data) -> (scores, state).
+            return super().predict_step(*args)
+        (data,) = args
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self(images, training=False)
+
+    # ----------------------------------------------------------- serialisation
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "crop_size": self.crop_size,
+            "backbone": self.backbone,
+            "layer4_pooling": self.layer4_pooling,
+            "input_normalization": self.input_normalization,
+            "dropout_rate": self.dropout_rate,
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "attn_ratio": self.attn_ratio,
+            "batchnorm_momentum": self.batchnorm_momentum,
+            "score_scale": self.score_scale,
+            "score_offset": self.score_offset,
+            "loss_weights": dict(self.loss_weights),
+            "consistency_flip_back": self.consistency_flip_back,
+            "l2_weight_decay": self.l2_weight_decay,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def unpack_batch(data):
+    """`(images, labels)` from a `fit` batch: `(x, y)` or `(x, y, sample_weight)`."""
+    if not isinstance(data, (tuple, list)) or len(data) < 2:
+        raise ValueError(
+            "ADTRS trains on (crops, scores) pairs; got a batch without labels"
+        )
+    return data[0], data[1]
