@@ -175,7 +175,7 @@ def test_unknown_and_missing_keys_are_named(state_dict):
 
 
 def test_backbone_v1_5_shapes_at_crop_64():
-    from keras_adtrs.models.backbones_torchvision import resnet50_v1_5_stages
+    from keras_adtrs.models.backbones import resnet50_v1_5_stages
 
     backbone = resnet50_v1_5_stages(64)
     assert backbone.name == "resnet50_v1_5"

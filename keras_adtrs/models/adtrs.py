@@ -17,7 +17,10 @@ from keras_adtrs.models.objective import (
     LOSS_TERM_NAMES,
     adtrs_loss_terms,
     self_consistency,
+    unpack_batch,
+    update_trackers,
 )
+from keras_adtrs.models.weights import load_backbone_weights
 
 LAYER4_POOLINGS = ("global", "top_left")
 POOL_WINDOWS = (8, 4, 2, 1)
@@ -286,12 +289,6 @@ class ADTRSModel(keras.Model):
             {**self.loss_weights, **self.loss_weight_overrides},
         )
 
-    def _update_trackers(self, terms, batch_size):
-        self.loss_trackers["loss"].update_state(terms["total"], sample_weight=batch_size)
-        for name in LOSS_TERM_NAMES:
-            self.loss_trackers[name].update_state(terms[name], sample_weight=batch_size)
-        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
-
     @property
     def metrics(self):
         return list(self.loss_trackers.values())
@@ -334,7 +331,7 @@ class ADTRSModel(keras.Model):
         (data,) = args
         images, labels = unpack_batch(data)
         terms = self.compute_objective(images, labels, training=False)
-        return self._update_trackers(terms, ops.shape(labels)[0])
+        return update_trackers(self.loss_trackers, terms, ops.shape(labels)[0])
 
     def predict_step(self, *args):
         if keras.backend.backend() == "jax":
@@ -370,10 +367,71 @@ class ADTRSModel(keras.Model):
         return cls(**config)
 
 
-def unpack_batch(data):
-    """`(images, labels)` from a `fit` batch: `(x, y)` or `(x, y, sample_weight)`."""
-    if not isinstance(data, (tuple, list)) or len(data) < 2:
-        raise ValueError(
-            "ADTRS trains on (crops, scores) pairs; got a batch without labels"
-        )
-    return data[0], data[1]
+def build_adtrs(
+    crop_size=224,
+    backbone_weights="imagenet",
+    layer4_pooling="global",
+    backbone="resnet50",
+    input_normalization="auto",
+    **kwargs,
+):
+    """Builds an ADTRS model and loads its backbone weights.
+
+    Args:
+        crop_size: int. Square crop side, a multiple of 32 from 64 to 512.
+            Defaults to `224`.
+        backbone_weights: `"imagenet"` (downloaded by Keras; when that fails a
+            warning is printed and the backbone keeps random weights), a path
+            to a local weights file, or `None`/`"none"`. Defaults to
+            `"imagenet"`. What happened is in `model.backbone_weights_info`.
+        layer4_pooling: str. `"global"` or `"top_left"` (the authors' quirk).
+            Defaults to `"global"`.
+        backbone: str. `"resnet50"` or `"resnet50_v1_5"`. Defaults to
+            `"resnet50"`.
+        input_normalization: str or None. Defaults to `"auto"` (the backbone
+            weights' own).
+        **kwargs: further `ADTRSModel` arguments.
+
+    Returns:
+        An `ADTRSModel` taking RGB crops in [0, 255] and returning one score
+        per crop.
+
+    Example:
+    >>> model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None)
+    >>> model(np.zeros((2, 64, 64, 3))).shape
+    (2,)
+    """
+    model = ADTRSModel(
+        crop_size=crop_size,
+        backbone=backbone,
+        layer4_pooling=layer4_pooling,
+        input_normalization=input_normalization,
+        **kwargs,
+    )
+    model.backbone_weights_info = load_backbone_weights(model, backbone_weights)
+    return model
+
+
+def load_model(path, compile=False, **kwargs):
+    """Loads a `.keras` file saved from an `ADTRSModel` (or any model holding our layers).
+
+    Importing `keras_adtrs.models` registers every custom class, which is what
+    `keras.saving.load_model` needs; this function does both. Files saved
+    before the package moved into subpackages (module paths
+    `keras_adtrs.model`, `keras_adtrs.layers`) load too: classes are found by
+    their registered names (`"keras_adtrs>ADTRSModel"`, ...), which never
+    changed.
+
+    Args:
+        path: str or path. The `.keras` file.
+        compile: bool. Restore the training configuration too. Defaults to
+            `False` (scoring needs none).
+        **kwargs: further `keras.saving.load_model` arguments.
+
+    Returns:
+        The model (an `ADTRSModel` for files saved from one).
+
+    Example:
+    >>> model = keras_adtrs.load_model("runs/default-X/model.keras")  # doctest: +SKIP
+    """
+    return keras.saving.load_model(path, compile=compile, **kwargs)

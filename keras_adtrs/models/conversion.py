@@ -24,6 +24,10 @@ import os
 
 import numpy as np
 
+from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.backbones import RESNET50_BLOCKS
+from keras_adtrs.models.weights import backbone_of
+
 #: Parameters of the authors' model deliberately not converted: BatchNorm step
 #: counters, the fixed L2-pooling filters and bias-index buffer (rebuilt by the
 #: Keras layers) and the backbone's unused ImageNet classifier.
@@ -43,8 +47,6 @@ TORCH_GRID_SIZE = 7
 # ------------------------------------------------------------------ key plans
 def _backbone_plan(prefix):
     """`[(torch_key, keras_layer_name, attribute, transform)]` of a ResNet50."""
-    from keras_adtrs.models.backbones_torchvision import RESNET50_BLOCKS
-
     plan = []
 
     def conv(torch_name, keras_name):
@@ -253,9 +255,6 @@ def from_torch_state_dict(state_dict, input_normalization="torch", crop_size=224
     >>> model = from_torch_state_dict(ckpt)  # doctest: +SKIP
     >>> model.predict(crops_rgb_0_255)  # (N,) quality scores  # doctest: +SKIP
     """
-    from keras_adtrs.models.adtrs import ADTRSModel
-    from keras_adtrs.models.weights import backbone_of
-
     if "backbone" in model_kwargs and model_kwargs["backbone"] != "resnet50_v1_5":
         raise ValueError("converted ADTRS weights need backbone='resnet50_v1_5'")
     model_kwargs.pop("backbone", None)
@@ -315,8 +314,6 @@ def from_torchvision_resnet50(state_dict, model):
     >>> model = ADTRSModel(crop_size=224, backbone="resnet50_v1_5")
     >>> from_torchvision_resnet50(torch.load("resnet50.pth"), model)  # doctest: +SKIP
     """
-    from keras_adtrs.models.weights import backbone_of
-
     if getattr(model, "backbone", None) != "resnet50_v1_5":
         raise ValueError(
             "torchvision ResNet50 weights fit backbone='resnet50_v1_5' only, "

@@ -33,6 +33,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_adtrs.models.adtrs import ADTRSModel
+
 
 def _identity_call(self, inputs, training=None, mask=None):
     return inputs
@@ -109,8 +111,6 @@ def folded_for_inference(model):
 
     What the inference commands (`predict`, `evaluate`) and the export use.
     """
-    from keras_adtrs.models.adtrs import ADTRSModel
-
     if isinstance(model, ADTRSModel) and not model.batchnorm_folded:
         return fold_batchnorm(model)
     return model
@@ -131,8 +131,6 @@ def fold_batchnorm(model):
     >>> fast = fold_batchnorm(model)  # doctest: +SKIP
     >>> keras_adtrs.score(fast, ["photo.jpg"])  # doctest: +SKIP
     """
-    from keras_adtrs.models.adtrs import ADTRSModel
-
     if not isinstance(model, ADTRSModel):
         raise TypeError(f"fold_batchnorm takes an ADTRSModel, got {type(model).__name__}")
     if model.batchnorm_folded:

@@ -1,7 +1,10 @@
 """The ADTRS training objective (ADTRS_SPEC §2), backend-agnostic (`keras.ops`).
 
 `adtrs_loss_terms` reproduces the authors' loss code term by term
-(../shared/reference/adtrs_loss_reference.json is the test fixture).
+(`tests/testdata/adtrs_loss_reference.json` is the test fixture). Also what
+every training step shares: `unpack_batch` and `update_trackers`. This module
+imports no model: the model (`keras_adtrs.models.adtrs`) and the training
+steps (`step_tensorflow`, `step_jax`) import it.
 """
 
 from keras import ops
@@ -169,3 +172,30 @@ def self_consistency(features, features_flipped, layer4, layer4_flipped, flip_ba
     consistency = mean_absolute_error(f, sg(ff)) + mean_absolute_error(l4, sg(l4f))
     consistency_flipped = mean_absolute_error(ff, sg(f)) + mean_absolute_error(l4f, sg(l4))
     return consistency, consistency_flipped
+
+
+def unpack_batch(data):
+    """`(images, labels)` from a `fit` batch: `(x, y)` or `(x, y, sample_weight)`."""
+    if not isinstance(data, (tuple, list)) or len(data) < 2:
+        raise ValueError(
+            "ADTRS trains on (crops, scores) pairs; got a batch without labels"
+        )
+    return data[0], data[1]
+
+
+def update_trackers(trackers, terms, batch_size):
+    """Adds one batch's terms to the Mean trackers; returns their results.
+
+    Args:
+        trackers: dict name -> `keras.metrics.Mean`, with `"loss"` and every
+            name of `LOSS_TERM_NAMES` (an `ADTRSModel`'s `loss_trackers`).
+        terms: dict of `adtrs_loss_terms`; `"loss"` records `terms["total"]`.
+        batch_size: the batch's number of crops (each tracker's sample weight).
+
+    Returns:
+        dict name -> the tracker's running mean.
+    """
+    trackers["loss"].update_state(terms["total"], sample_weight=batch_size)
+    for name in LOSS_TERM_NAMES:
+        trackers[name].update_state(terms[name], sample_weight=batch_size)
+    return {name: tracker.result() for name, tracker in trackers.items()}

@@ -27,7 +27,7 @@ import jax
 import keras
 from keras import ops
 
-from keras_adtrs.models.adtrs import unpack_batch
+from keras_adtrs.models.objective import unpack_batch, update_trackers
 
 
 def _network_state_indices(model):
@@ -81,11 +81,11 @@ def stateless_objective(model, trainable_variables, non_trainable_variables, ima
     return terms, new_non_trainable
 
 
-def _update_trackers(model, metrics_variables, terms, batch_size):
-    """`model._update_trackers` run statelessly on `metrics_variables`."""
+def _update_trackers_stateless(model, metrics_variables, terms, batch_size):
+    """`objective.update_trackers` on the model's trackers, run statelessly on `metrics_variables`."""
     mapping = list(zip(model.metrics_variables, metrics_variables))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        logs = model._update_trackers(terms, batch_size)
+        logs = update_trackers(model.loss_trackers, terms, batch_size)
     new_values = []
     for ref, old in zip(model.metrics_variables, metrics_variables):
         value = scope.get_current_value(ref)
@@ -116,7 +116,7 @@ def train_step(model, state, data):
     trainable_variables, optimizer_variables = optimizer.stateless_apply(
         optimizer_variables, grads, trainable_variables
     )
-    logs, metrics_variables = _update_trackers(model, metrics_variables, terms, ops.shape(labels)[0])
+    logs, metrics_variables = _update_trackers_stateless(model, metrics_variables, terms, ops.shape(labels)[0])
     return logs, (trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables)
 
 
@@ -126,5 +126,5 @@ def test_step(model, state, data):
     terms, non_trainable_variables = stateless_objective(
         model, trainable_variables, non_trainable_variables, images, labels, training=False
     )
-    logs, metrics_variables = _update_trackers(model, metrics_variables, terms, ops.shape(labels)[0])
+    logs, metrics_variables = _update_trackers_stateless(model, metrics_variables, terms, ops.shape(labels)[0])
     return logs, (trainable_variables, non_trainable_variables, metrics_variables)

@@ -1,5 +1,8 @@
 """The ADTRS `train_step` on the TensorFlow backend (TensorFlow-only module).
 
+`ADTRSModel.train_step` calls `train_step(model, data)` here; this module
+never imports the model (it takes it as an argument).
+
 Under a `tf.distribute` strategy each replica computes the objective on its
 own part of the global batch (so the ranking margins come from that part,
 see README "Distributed training"); the total is divided by the number of
@@ -10,7 +13,7 @@ the gradient of the mean over replicas. Trackers record unscaled values.
 import tensorflow as tf
 
 from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
-from keras_adtrs.models.adtrs import unpack_batch
+from keras_adtrs.models.objective import unpack_batch, update_trackers
 
 
 def l2_penalty(model):
@@ -88,4 +91,4 @@ def train_step(model, data):
     epoch logs are the global-batch means.
     """
     terms, batch_size = apply_step(model, data)
-    return model._update_trackers(terms, batch_size)
+    return update_trackers(model.loss_trackers, terms, batch_size)

@@ -11,6 +11,8 @@ import os
 import threading
 import warnings
 
+import keras
+
 IMAGENET_NOTOP = {
     "resnet50": (
         "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -30,8 +32,6 @@ class BackboneWeightsWarning(UserWarning):
 def _download(fname, origin, file_hash, timeout):
     if os.environ.get("KERAS_ADTRS_OFFLINE", "") not in ("", "0"):
         raise ConnectionError("KERAS_ADTRS_OFFLINE is set: no download attempted")
-    import keras
-
     result = {}
 
     def target():
