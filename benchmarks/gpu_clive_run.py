@@ -56,7 +56,7 @@ def main():
 
     if keras.backend.backend() != "jax":
         raise SystemExit("set KERAS_BACKEND=jax")
-    from keras_adtrs.training.run import TrainConfig
+    from keras_adtrs.training.config import TrainConfig
     from keras_adtrs.training.loop_jax import run_training_jax
 
     config = TrainConfig(

@@ -1,16 +1,19 @@
-"""Evaluate a saved ADTRS model on a data set split.
+"""`python -m keras_adtrs.evaluate`: evaluate a saved ADTRS model on a data set split.
 
-Recomputes the split the train command used (`split_by_group`; its seed and
-fractions default to the `"split"` entry of the `config.json` next to the
-model, when there is one), scores the split's images, and writes
-`evaluation.json` (metrics with bootstrap 95% intervals, per-image
+Recomputes the split the train command used (`split_by_group`): when the
+model is a run's `model.keras`, the data set, its folders, the split's seed
+and fractions and the number of test crops default to what the run recorded
+in its `config.json` (`keras_adtrs.training.run_dir`); otherwise to the
+defaults of `keras_adtrs.training.config`. It scores the split's images and
+writes `evaluation.json` (metrics with bootstrap 95% intervals, per-image
 predictions) and `scatter.png` to `--output-dir`, printing a table.
 
 Example:
 
 ```
-python -m keras_adtrs.evaluate --model runs/koniq/model.keras --dataset koniq10k \\
-    --split test --crops 9 --output-dir runs/koniq/eval
+python -m keras_adtrs.evaluate --model runs/default-20250101-120000/model.keras
+python -m keras_adtrs.evaluate --model model.keras --dataset koniq10k --data-dir ~/tensorflow_datasets \\
+    --split test --crops 9 --output-dir eval
 ```
 """
 
@@ -20,47 +23,52 @@ import os
 import sys
 import warnings
 
-from keras_adtrs.console import one_line_warnings
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_adtrs import console
+from keras_adtrs.reporting import to_json
+from keras_adtrs.training.config import default_for
+from keras_adtrs.training.run_dir import RunDir
 
 SPLITS = ("test", "validation", "train", "all")
 
 
-def _read_config(model_path):
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    if not os.path.isfile(path):
-        return {}, None
+def _read_run(model_path):
+    """`(settings, split settings, config.json path)` of the run folder holding the model."""
+    run = RunDir.beside(model_path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError) as exc:
-        print(f"warning: ignoring unreadable {path}: {exc}", file=sys.stderr)
-        return {}, None
-    return (config if isinstance(config, dict) else {}), path
+        if run.read_config() is None:
+            return {}, {}, None
+        return run.settings(), run.split_settings(), run.config_path
+    except ValueError as exc:
+        print(f"warning: ignoring {exc}", file=sys.stderr)
+        return {}, {}, None
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m keras_adtrs.evaluate",
         description="Evaluate a saved ADTRS model (.keras) on a data set split: "
-        "SRCC, PLCC, PLCC after the logistic fit, KRCC and RMSE with bootstrap 95%% intervals.",
+        "SRCC, PLCC, PLCC after the logistic fit, KRCC and RMSE with bootstrap 95%% intervals. "
+        "Defaults marked 'the run's' come from the config.json of the run folder holding the model.",
     )
     parser.add_argument("--model", required=True, help="saved model file (.keras)")
-    parser.add_argument(
-        "--dataset", default=None, help="data set name (see keras_adtrs.data.source); defaults to config.json's"
-    )
-    parser.add_argument("--data-dir", default=None, help="TFDS data directory")
-    parser.add_argument("--manual-dir", default=None, help="folder holding a data set's release files (or the image root of --dataset csv)")
-    parser.add_argument("--csv", default=None, help="scores CSV for --dataset csv (default: config.json's)")
+    parser.add_argument("--dataset", default=None, help="data set name (default: the run's)")
+    parser.add_argument("--data-dir", default=None, help="where data sets are prepared and cached "
+                        "(default: the run's, for the run's data set)")
+    parser.add_argument("--manual-dir", default=None, help="folder holding a data set's release files, or the image "
+                        "root of --dataset csv (default: the run's, for the run's data set)")
+    parser.add_argument("--csv", default=None, help="scores CSV for --dataset csv (default: the run's)")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which part to evaluate (default: test)")
-    parser.add_argument("--crops", type=int, default=9, help="crops per image (default: 9)")
+    parser.add_argument("--crops", type=int, default=None,
+                        help=f"crops per image (default: the run's test crops, else {default_for('test_crops')})")
     parser.add_argument("--crop-mode", choices=("grid", "random"), default="grid", help="test grid or seeded random crops")
     parser.add_argument("--seed", type=int, default=None, help="split seed, also seeds random crops and the bootstrap "
-                        "(default: config.json's split seed, else 0)")
-    parser.add_argument("--test-fraction", type=float, default=None, help="default: config.json's, else 0.2")
-    parser.add_argument("--validation-fraction", type=float, default=None, help="default: config.json's, else 0.1")
-    parser.add_argument("--batch-size", type=int, default=32, help="crops per forward call (default: 32)")
+                        f"(default: the run's split seed, else {default_for('seed')})")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help=f"default: the run's, else {default_for('test_fraction')}")
+    parser.add_argument("--validation-fraction", type=float, default=None,
+                        help=f"default: the run's, else {default_for('validation_fraction')}")
+    parser.add_argument("--batch-size", type=int, default=default_for("score_batch_size"),
+                        help=f"crops per forward call (default: {default_for('score_batch_size')})")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000; 0: none)")
     parser.add_argument("--output-dir", default=None, help="where to write evaluation.json and scatter.png "
                         "(default: an 'evaluation' folder next to the model)")
@@ -68,42 +76,54 @@ def build_parser():
     return parser
 
 
+def _choose(given, recorded, name):
+    """The command-line value, else the run's recorded one, else the table's default."""
+    if given is not None:
+        return given
+    if recorded is not None:
+        return recorded
+    return default_for(name)
+
+
 def main(argv=None):
     """Runs the command; returns the exit status (0 on success)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.crops < 1:
+    if args.crops is not None and args.crops < 1:
         parser.error("--crops must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if not os.path.isfile(args.model):
         parser.error(f"--model {args.model}: no such file")
 
-    config, config_path = _read_config(args.model)
-    split_config = config.get("split") if isinstance(config.get("split"), dict) else {}
-    dataset = args.dataset or config.get("dataset")
+    settings, split_settings, config_path = _read_run(args.model)
+    dataset = args.dataset or settings.get("dataset")
     if not dataset:
-        parser.error("--dataset is required (no dataset in a config.json next to the model)")
-    seed = args.seed if args.seed is not None else int(split_config.get("seed", 0))
-    test_fraction = args.test_fraction if args.test_fraction is not None else float(split_config.get("test_fraction", 0.2))
-    validation_fraction = (
-        args.validation_fraction
-        if args.validation_fraction is not None
-        else float(split_config.get("validation_fraction", 0.1))
+        parser.error("--dataset is required (the model is not in a run folder with a config.json)")
+    # The run's folders and CSV belong to the run's data set.
+    same_set = dataset == settings.get("dataset")
+    data_dir = args.data_dir or (settings.get("data_dir") if same_set else None)
+    manual_dir = args.manual_dir or (settings.get("manual_dir") if same_set else None)
+    csv_path = args.csv or (settings.get("csv") if same_set else None)
+    crops = int(_choose(args.crops, settings.get("test_crops"), "test_crops"))
+    seed = int(_choose(args.seed, split_settings.get("seed"), "seed"))
+    test_fraction = float(_choose(args.test_fraction, split_settings.get("test_fraction"), "test_fraction"))
+    validation_fraction = float(
+        _choose(args.validation_fraction, split_settings.get("validation_fraction"), "validation_fraction")
     )
 
+    console.quiet_tensorflow()
     import keras
 
     import keras_adtrs  # noqa: F401  (registers the model's classes)
     from keras_adtrs.data.source import load_source
     from keras_adtrs.data.splits import split_by_group
-    from keras_adtrs.inference.evaluation import evaluate_model, format_metrics_table, scatter_plot, to_json
+    from keras_adtrs.inference.evaluation import evaluate_model, format_metrics_table, scatter_plot
+    from keras_adtrs.models.folding import folded_for_inference
 
     try:
-        settings = config.get("settings") if isinstance(config.get("settings"), dict) else {}
-        csv_path = args.csv or (settings.get("csv") if dataset == "csv" else None)
         extra = {"csv_path": csv_path} if csv_path else {}
-        source = load_source(dataset, data_dir=args.data_dir, manual_dir=args.manual_dir, **extra)
+        source = load_source(dataset, data_dir=data_dir, manual_dir=manual_dir, **extra)
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"error: cannot load data set {dataset!r}: {exc}", file=sys.stderr)
         return 2
@@ -125,17 +145,15 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
-    from keras_adtrs.models.folding import folded_for_inference
-
     model = folded_for_inference(model)  # same scores up to float rounding, faster
 
     with warnings.catch_warnings():
-        one_line_warnings()  # one clean line per warning (undefined metrics), not a source excerpt
+        console.one_line_warnings()  # one clean line per warning (undefined metrics), not a source excerpt
         result = evaluate_model(
             model,
             source,
             indices,
-            crops=args.crops,
+            crops=crops,
             crop_mode=args.crop_mode,
             seed=seed,
             batch_size=args.batch_size,
@@ -160,9 +178,9 @@ def main(argv=None):
         result["labels"],
         os.path.join(output_dir, "scatter.png"),
         title_metrics=result,
-        title=f"{dataset} ({args.split}, {len(indices)} images, {args.crops} {args.crop_mode} crops)",
+        title=f"{dataset} ({args.split}, {len(indices)} images, {crops} {args.crop_mode} crops)",
     )
-    print(f"{dataset}, split {args.split} ({len(indices)} images), {args.crops} {args.crop_mode} crops")
+    print(f"{dataset}, split {args.split} ({len(indices)} images), {crops} {args.crop_mode} crops")
     print(format_metrics_table(result))
     print(f"wrote {json_path}")
     print(f"wrote {plot_path}")

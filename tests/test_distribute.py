@@ -21,7 +21,8 @@ from conftest import REPO
 
 HELPER = str(REPO / "tests" / "distribute_helpers.py")
 TINY = ["--dataset", "tiny", "--crop-size", "64", "--crops-per-image", "1", "--batch-size", "8",
-        "--backbone-weights", "none", "--test-crops", "1", "--validation-fraction", "0.25", "--no-export"]
+        "--backbone-weights", "none", "--test-crops", "1", "--validation-fraction", "0.25", "--no-export",
+        "--keep-checkpoint"]  # the tests read the final checkpoint (a clean run removes it otherwise)
 
 
 def _env(**extra):

@@ -10,7 +10,6 @@ from PIL import Image
 import keras_adtrs
 from keras_adtrs import evaluate
 from keras_adtrs.data.source import IQASource, register_source
-from keras_adtrs.data.splits import split_by_group
 from keras_adtrs.inference.evaluation import evaluate_model, scatter_plot
 from conftest import random_score_head
 
@@ -90,24 +89,6 @@ def test_cli_writes_json_and_png(model_dir, tmp_path, capsys):
     for name in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
         assert set(result[name]) == {"value", "ci_low", "ci_high"}
     assert (out_dir / "scatter.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_cli_takes_the_split_from_config_json(model_dir, tmp_path, capsys):
-    split_config = {"seed": 4, "test_fraction": 0.4, "validation_fraction": 0.2}
-    (model_dir / "config.json").write_text(json.dumps({"dataset": "unit_tiny_eval", "split": split_config}))
-    try:
-        status = evaluate.main([
-            "--model", str(model_dir / "model.keras"), "--crops", "1", "--bootstrap", "0",
-            "--output-dir", str(tmp_path), "--no-progress",
-        ])
-    finally:
-        (model_dir / "config.json").unlink()
-    assert status == 0
-    result = json.loads((tmp_path / "evaluation.json").read_text())
-    expected = split_by_group(_tiny_source().groups, **split_config).test
-    assert result["indices"] == expected.tolist()
-    assert result["split_config"]["seed"] == 4 and result["split"] == "test"
-    assert "test" in capsys.readouterr().out
 
 
 def test_cli_errors(model_dir, tmp_path, capsys):

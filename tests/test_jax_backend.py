@@ -213,7 +213,7 @@ def test_jax_trained_keras_file_loads_on_tensorflow_and_exports(jax_cross_backen
 JAX_TRAINING_RUN = """
 import csv, os
 from PIL import Image
-from keras_adtrs.training.run import TrainConfig
+from keras_adtrs.training.config import TrainConfig
 from keras_adtrs.training.loop_jax import run_training_jax
 
 rng = np.random.default_rng(0)

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 
 from keras_adtrs import metrics
-from keras_adtrs.inference.evaluation import evaluate_predictions, format_metrics_table, to_json
+from keras_adtrs.inference.evaluation import evaluate_predictions, format_metrics_table
 from keras_adtrs.metrics import UndefinedMetricWarning
+from keras_adtrs.reporting import to_json
 
 
 @pytest.fixture(scope="module")

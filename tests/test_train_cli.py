@@ -33,14 +33,23 @@ def run_train(args, **env):
 TINY = ["--crop-size", "64", "--epochs", "2", "--steps-per-epoch", "2", "--crops-per-image", "1", "--batch-size", "8", "--test-crops", "1"]
 
 
-def test_train_command_writes_every_file(default_data_dir, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def tiny_run(default_data_dir, tmp_path_factory):
+    """One tiny run of the train command (its folder and the finished process)."""
+    out = tmp_path_factory.mktemp("train") / "run"
     result = run_train([*TINY, "--data-dir", default_data_dir, "--output-dir", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_train_command_writes_every_file(tiny_run):
+    out, result = tiny_run
     for name in ("config.json", "metrics.json", "history.csv", "model.keras", "split.json", "test_predictions.csv"):
         assert (out / name).is_file(), name
     assert any((out / "logs").rglob("events.out.tfevents*")), "no TensorBoard logs"
     assert (out / "export" / "adtrs" / "1" / "saved_model.pb").is_file()
+    # A run that ended cleanly leaves no resume checkpoint behind (--keep-checkpoint keeps it).
+    assert not (out / "checkpoint").exists()
 
     metrics = json.loads((out / "metrics.json").read_text())
     for part in ("test", "validation"):
@@ -94,3 +103,22 @@ def test_repeated_splits_protocol_keeps_each_split(tmp_path):
     splits = [json.loads((out / f"split-{k}" / "split.json").read_text())["test"] for k in range(2)]
     assert splits[0] != splits[1]
     assert "over 2 splits" in result.stdout
+
+
+def test_evaluate_reads_the_run_folder_train_wrote(tiny_run, tmp_path):
+    """`python -m keras_adtrs.evaluate --model RUN/model.keras`, no --dataset: the run's set, folders and split."""
+    out, _ = tiny_run
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_adtrs.evaluate", "--model", str(out / "model.keras"), "--bootstrap", "20",
+         "--no-progress", "--output-dir", str(tmp_path)],
+        cwd=REPO, env={**os.environ, "KERAS_ADTRS_OFFLINE": "1"}, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert evaluation["dataset"] == "default" and evaluation["split"] == "test"
+    assert evaluation["names"] == split["test"]  # the run's test part, recomputed from its seed and fractions
+    assert evaluation["crops"] == settings["test_crops"] == 1
+    assert evaluation["split_config"]["from"] == str(out / "config.json")
+    assert "I0000" not in result.stderr and "E0000" not in result.stderr, result.stderr[:2000]

@@ -44,7 +44,7 @@ def evaluate_predictions(predictions, labels, bootstrap=1000, seed=0, confidence
         per metric (`srcc`, `plcc`, `plcc_logistic`, `krcc`, `rmse`), each
         `{"value": float, "ci_low": float, "ci_high": float}`, and `logistic`,
         the fitted parameters `[b1, b2, b3, b4]` (None when undefined).
-        NaN values are kept as float NaN (`to_json` turns them into None).
+        NaN values are kept as float NaN (`keras_adtrs.reporting.to_json` turns them into None).
 
     Example:
     >>> result = evaluate_predictions([1.0, 2.0, 3.5, 3.0], [10, 25, 40, 30], bootstrap=200)
@@ -65,22 +65,6 @@ def evaluate_predictions(predictions, labels, bootstrap=1000, seed=0, confidence
             warnings.simplefilter("ignore")
             result["logistic"] = list(iqa_metrics.fit_logistic(p, y))
     return result
-
-
-def to_json(value):
-    """Replaces NaN/inf floats by None and numpy types by Python ones, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
 
 
 def format_metrics_table(result):

@@ -21,106 +21,90 @@ Differences from the TensorFlow run, by necessity:
   the TensorFlow backend, where `keras_adtrs.serving.export.export_model` exports it;
 - no TensorBoard logs (the callback needs TensorFlow).
 
-The Keras backend must be JAX before keras is first imported: run
-`KERAS_BACKEND=jax python -m keras_adtrs.training.loop_jax [train options]`
-(the command line re-executes itself with KERAS_BACKEND=jax if needed).
+The Keras backend must be JAX before keras is first imported:
+`python -m keras_adtrs.train --backend jax` sets it (and starts again on JAX
+when keras was already imported on another backend).
 """
 
 import dataclasses
-import os
 import sys
 import time
 import warnings
 
+import keras
 import numpy as np
 
+from keras_adtrs import metrics as iqa_metrics
+from keras_adtrs.data.pipeline_numpy import TrainingCrops, all_grid_crops, load_source_numpy, predict_grid_scores
+from keras_adtrs.training.callbacks import ObjectiveWarmup
+from keras_adtrs.training.config import TrainConfig, resolve_defaults
 from keras_adtrs.training.run import (
-    TrainConfig,
-    _learning_rate,
-    _write_json,
     build_model,
-    check_writable,
     label_statistics,
-    resolve_defaults,
+    learning_rate,
     run_record,
     split_parts,
     test_and_report,
     training_steps,
 )
+from keras_adtrs.training.run_dir import RunDir
 
 
-def _validation_callback(crops, scores, batch_size=64):
-    """A callback logging `val_srcc` / `val_plcc` from precomputed grid crops."""
-    import keras
+class ValidationMetricsNumpy(keras.callbacks.Callback):
+    """Logs `val_srcc` / `val_plcc` from precomputed grid crops at each epoch end."""
 
-    from keras_adtrs import metrics as iqa_metrics
-    from keras_adtrs.data.pipeline_numpy import predict_grid_scores
+    def __init__(self, crops, scores, batch_size=64):
+        super().__init__()
+        self.crops, self.scores, self.batch_size = crops, scores, batch_size
 
-    class ValidationMetricsNumpy(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None or len(crops) == 0:
-                return
-            predictions = predict_grid_scores(self.model, crops=crops, batch_size=batch_size)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
-                srcc = iqa_metrics.srcc(predictions, scores)
-                plcc = iqa_metrics.plcc(predictions, scores)
-            logs["val_srcc"] = -1.0 if np.isnan(srcc) else float(srcc)
-            logs["val_plcc"] = -1.0 if np.isnan(plcc) else float(plcc)
-
-    return ValidationMetricsNumpy()
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or len(self.crops) == 0:
+            return
+        predictions = predict_grid_scores(self.model, crops=self.crops, batch_size=self.batch_size)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
+            srcc = iqa_metrics.srcc(predictions, self.scores)
+            plcc = iqa_metrics.plcc(predictions, self.scores)
+        logs["val_srcc"] = -1.0 if np.isnan(srcc) else float(srcc)
+        logs["val_plcc"] = -1.0 if np.isnan(plcc) else float(plcc)
 
 
-def _timing_callback():
-    import keras
+class EpochTimes(keras.callbacks.Callback):
+    """Wall time of each epoch, and of the run's first step (which includes XLA compilation)."""
 
-    class EpochTimes(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
+    def __init__(self):
+        super().__init__()
+        self.times = []
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.time()
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
 
-        def on_train_batch_end(self, batch, logs=None):
-            # The run's first step includes XLA compilation: time it alone.
-            if not hasattr(self, "first_step"):
-                self.first_step = time.time() - self._start
+    def on_train_batch_end(self, batch, logs=None):
+        if not hasattr(self, "first_step"):
+            self.first_step = time.time() - self._start
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.time() - self._start)
-
-    return EpochTimes()
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.time() - self._start)
 
 
 def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     """Runs one training job on the JAX backend; returns the metrics dict.
 
     Args:
-        config: a `keras_adtrs.training.TrainConfig`.
+        config: a `keras_adtrs.training.config.TrainConfig`.
         source: optional `IQASource` to use instead of loading `config.dataset`.
         extra_callbacks: more `keras.callbacks.Callback`s for `fit` (run
             after the run's own, so they see `val_srcc`).
     """
-    import keras
-
     if keras.backend.backend() != "jax":
         raise RuntimeError(
             f"run_training_jax needs the JAX backend, but keras runs on {keras.backend.backend()!r}: "
             "set KERAS_BACKEND=jax before keras is imported"
         )
-    from keras_adtrs.data.pipeline_numpy import (
-        TrainingCrops,
-        all_grid_crops,
-        load_source_numpy,
-        predict_grid_scores,
-    )
-    from keras_adtrs.training.callbacks import ObjectiveWarmup
-
     # The JAX step is always jit-compiled: record what runs.
     config = dataclasses.replace(resolve_defaults(config), jit_compile=True)
-    out_dir = config.output_dir
-    check_writable(out_dir)
+    run = RunDir(config.output_dir)
+    run.check_writable()
     started = time.time()
     keras.utils.set_random_seed(config.seed)
     say = print if config.verbose else (lambda *a, **k: None)
@@ -134,14 +118,14 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     steps = training_steps(config, len(train_src))
     label_mean, label_std = label_statistics(config, train_src)
     model = build_model(config, label_mean, label_std)
-    model.compile(optimizer=keras.optimizers.Adam(_learning_rate(config, steps * config.epochs)), jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, steps * config.epochs)), jit_compile=True)
 
     run_config = run_record(
         config, model, source, parts, label_mean, label_std, steps, 1,
         backend="jax", pipeline="numpy (keras_adtrs.data.pipeline_numpy): PIL decoding, numpy RNG crops",
     )
-    _write_json(os.path.join(out_dir, "config.json"), run_config)
-    _write_json(os.path.join(out_dir, "split.json"), split.to_json(source.names))
+    run.write_config(run_config)
+    run.write_split(split, source.names)
 
     dataset = TrainingCrops(
         train_src.images,
@@ -153,19 +137,19 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
         epochs=config.epochs,
         steps_per_epoch=steps,
     )
-    model_path = os.path.join(out_dir, "model.keras")
+    model_path = run.model_path
     has_validation = len(val_src) > 1
-    timing = _timing_callback()
+    timing = EpochTimes()
     callbacks = [timing]
     if config.warmup_epochs:
         callbacks.append(ObjectiveWarmup(config.warmup_epochs))
     if has_validation:
         val_crops = all_grid_crops(val_src.images, config.crop_size, config.test_crops)
-        callbacks.append(_validation_callback(val_crops, val_src.scores))
+        callbacks.append(ValidationMetricsNumpy(val_crops, val_src.scores))
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path, monitor="val_srcc", mode="max", save_best_only=True))
     else:
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
-    callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
+    callbacks.append(keras.callbacks.CSVLogger(run.history_path))
     callbacks.extend(extra_callbacks)
     say(
         f"training {config.epochs} epoch(s) x {steps} steps, batch {config.batch_size}, "
@@ -212,45 +196,6 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
         "and call keras_adtrs.serving.export.export_model",
     }
     return test_and_report(
-        config, out_dir, model, best, parts,
+        run, model, best, parts,
         lambda m, images: predict_grid_scores(m, images, config.crop_size, config.test_crops), results, say,
     )
-
-
-def _drop_backend_option(argv):
-    """Removes `--backend X` / `--backend=X` (the caller already chose JAX)."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--backend":
-            skip = True
-        elif not arg.startswith("--backend="):
-            kept.append(arg)
-    return kept
-
-
-def main(argv=None):
-    """`python -m keras_adtrs.training.loop_jax [options of python -m keras_adtrs.train]`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if os.environ.get("KERAS_BACKEND") != "jax":
-        if "keras" in sys.modules and sys.modules["keras"].backend.backend() != "jax":
-            # keras is already imported on another backend: start again on JAX.
-            env = dict(os.environ, KERAS_BACKEND="jax")
-            os.execve(sys.executable, [sys.executable, "-m", "keras_adtrs.training.loop_jax", *argv], env)
-        os.environ["KERAS_BACKEND"] = "jax"
-    from keras_adtrs.train import build_parser
-
-    args = build_parser().parse_args(_drop_backend_option(argv))
-    values = vars(args)
-    quiet = values.pop("quiet", False)
-    if values.pop("splits", 1) != 1:
-        raise SystemExit("error: --splits is not supported with --backend jax; run one split per seed")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in values.items() if k in fields}, verbose=0 if quiet else 1)
-    run_training_jax(config)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """Checkpoints that let a killed training run resume where it stopped.
 
-The run's output directory holds `checkpoint/state.json` and one
-`checkpoint/weights-<global step>.weights.h5` (model weights, optimizer state
+The run folder's checkpoint directory (`RunDir.checkpoint_dir`,
+`RUN/checkpoint/`) holds `state.json` and one
+`weights-<global step>.weights.h5` (model weights, optimizer state
 and step counter, BatchNorm statistics). `ResumeCheckpoint` writes them at
 each epoch end (and every N steps with `--checkpoint-every-steps`): first the
 weights file under a new name, then `state.json` (written aside and renamed),
@@ -17,15 +18,16 @@ folder) and also the one before (`keep_previous`, recorded under
 and before another did. On restart the workers agree on the newest step they
 all have (`agree_on_state`) and resume from it, so they never start from
 different steps.
+
+A run that ends cleanly removes its checkpoint directory
+(`RunDir.remove_checkpoint`, unless `--keep-checkpoint`).
 """
 
-import csv
 import json
 import os
 
 import keras
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 #: Settings a resumed run must share with the interrupted one.
 FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed", "steps_per_epoch",
@@ -33,17 +35,13 @@ FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed
                   "test_fraction", "validation_fraction", "standardize_labels")
 
 
-def _state_path(out_dir):
-    return os.path.join(out_dir, CHECKPOINT_DIR, STATE_FILE)
-
-
-def load_state(out_dir, settings=None):
-    """The saved state of an interrupted run in `out_dir`, or None.
+def load_state(checkpoint_dir, settings=None):
+    """The saved state of an interrupted run in `checkpoint_dir`, or None.
 
     Raises SystemExit when `settings` (a dict) differ from the saved run's in
     one of `FIXED_SETTINGS`.
     """
-    path = _state_path(out_dir)
+    path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as handle:
@@ -56,7 +54,7 @@ def load_state(out_dir, settings=None):
         ]
         if changed:
             raise SystemExit(
-                f"error: {out_dir!r} holds an interrupted run with other settings ({'; '.join(changed)}); "
+                f"error: {os.path.dirname(os.path.abspath(checkpoint_dir))!r} holds an interrupted run with other settings ({'; '.join(changed)}); "
                 "rerun the same command or choose another --output-dir"
             )
     return state
@@ -67,13 +65,13 @@ def global_step(state):
     return int(state["global_step"]) if state else 0
 
 
-def agree_on_state(state, agreed_step, out_dir):
+def agree_on_state(state, agreed_step, checkpoint_dir):
     """The state to resume from once the workers agreed on `agreed_step`.
 
     Args:
         state: this worker's loaded state, or None.
         agreed_step: int. The smallest `global_step(state)` over the workers.
-        out_dir: str. This worker's output folder (for the error message).
+        checkpoint_dir: str. This worker's checkpoint folder (for the error message).
 
     Returns:
         `state` itself, its `previous` checkpoint, or None (start afresh).
@@ -90,13 +88,13 @@ def agree_on_state(state, agreed_step, out_dir):
     if previous and int(previous["global_step"]) == agreed_step:
         return {**previous, "settings": state["settings"]}
     raise SystemExit(
-        f"error: the workers cannot resume together: {out_dir}/{CHECKPOINT_DIR} is at step {own} "
+        f"error: the workers cannot resume together: {checkpoint_dir} is at step {own} "
         f"and keeps no checkpoint of step {agreed_step}, where another worker stopped; "
         "start the run again in a new --output-dir"
     )
 
 
-def restore(model, state, out_dir):
+def restore(model, state, checkpoint_dir):
     """Loads the checkpointed weights and optimizer state into a compiled `model`.
 
     Call it under the strategy's scope: the optimizer's variables are built
@@ -104,23 +102,7 @@ def restore(model, state, out_dir):
     """
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(out_dir, CHECKPOINT_DIR, state["weights"]))
-
-
-def write_history_csv(path, rows):
-    """`history.csv` as `keras.callbacks.CSVLogger` writes it, from epoch rows."""
-    if not rows:
-        if os.path.exists(path):
-            os.remove(path)
-        return
-    keys = sorted(k for k in rows[0] if k != "epoch")
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["epoch"] + keys, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({"epoch": row["epoch"], **{k: row.get(k, "NA") for k in keys}})
-    os.replace(tmp, path)
+    model.load_weights(os.path.join(checkpoint_dir, state["weights"]))
 
 
 def _checkpoint_entry(state):
@@ -142,7 +124,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     (`ValidationMetrics`, the best-model `ModelCheckpoint`).
 
     Args:
-        out_dir: str. The run's output directory.
+        checkpoint_dir: str. The run's checkpoint folder (`RunDir.checkpoint_dir`).
         steps_per_epoch: int.
         settings: dict. The run's settings (the `FIXED_SETTINGS` are checked
             on resume).
@@ -154,10 +136,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             (multi-worker runs: see the module's docstring).
     """
 
-    def __init__(self, out_dir, steps_per_epoch, settings, state=None, best_checkpoint=None, every_steps=None,
+    def __init__(self, checkpoint_dir, steps_per_epoch, settings, state=None, best_checkpoint=None, every_steps=None,
                  keep_previous=False):
         super().__init__()
-        self.directory = os.path.join(out_dir, CHECKPOINT_DIR)
+        self.directory = os.fspath(checkpoint_dir)
         os.makedirs(self.directory, exist_ok=True)
         self.steps_per_epoch = int(steps_per_epoch)
         self.settings = settings
