@@ -116,14 +116,13 @@ def main(argv=None):
     import keras
 
     import keras_adtrs  # noqa: F401  (registers the model's classes)
-    from keras_adtrs.data.source import load_source
+    from keras_adtrs.data.registry import load_source
     from keras_adtrs.data.splits import split_by_group
     from keras_adtrs.inference.evaluation import evaluate_model, format_metrics_table, scatter_plot
     from keras_adtrs.models.folding import folded_for_inference
 
     try:
-        extra = {"csv_path": csv_path} if csv_path else {}
-        source = load_source(dataset, data_dir=data_dir, manual_dir=manual_dir, **extra)
+        source = load_source(dataset, data_dir=data_dir, manual_dir=manual_dir, csv_path=csv_path)
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"error: cannot load data set {dataset!r}: {exc}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ cells = [
         "import os, tempfile, time\n"
         "import numpy as np\n"
         "import keras\n"
-        "from keras_adtrs.data.source import load_source\n"
+        "from keras_adtrs.data.registry import load_source\n"
         "from keras_adtrs.data.splits import split_by_group\n"
         "from keras_adtrs.data.pipeline_tensorflow import training_dataset, steps_per_epoch\n"
         "from keras_adtrs.training.callbacks import ObjectiveWarmup, ValidationMetrics\n"

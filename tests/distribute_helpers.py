@@ -14,7 +14,8 @@ os.environ.setdefault("KERAS_ADTRS_OFFLINE", "1")
 
 
 def register_tiny_source(n=32, size=72):
-    from keras_adtrs.data.source import IQASource, register_source
+    from keras_adtrs.data.registry import register_source
+    from keras_adtrs.data.source import IQASource
 
     @register_source("tiny")
     def _tiny(data_dir=None, manual_dir=None, **kwargs):

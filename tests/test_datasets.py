@@ -1,6 +1,7 @@
 """Tests of the IQA TFDS builders (dummy data), the IQASource loaders and the csv source."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,13 +9,14 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import keras_adtrs.data.tfds as kd
-from keras_adtrs.data.source import load_source
+from keras_adtrs.data.registry import load_source
 from keras_adtrs.data.tfds import _common
 from keras_adtrs.data.tfds.csiq import csiq_dataset_builder
 from keras_adtrs.data.tfds.kadid10k import kadid10k_dataset_builder
 from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder
 from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder
 from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder
+from keras_adtrs.data.tfds.sources import ReleaseMismatchError, official_split
 from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder
 
 HERE = os.path.dirname(os.path.abspath(kd.__file__))
@@ -141,9 +143,52 @@ def test_synthetic_metadata(tfds_dir):
 
 def test_koniq_official_split(tfds_dir):
     source = load_source("koniq10k", data_dir=tfds_dir, manual_dir=_dummy("koniq10k"))
-    split = kd.official_split(source)
+    split = official_split(source)
     assert [len(split.train), len(split.validation), len(split.test)] == [3, 1, 1]
     assert source.names[split.test[0]] == "10011347966.jpg"
+
+
+def test_live_challenge_plain_reader_matches_the_builder(tfds_dir):
+    """One LIVE-C reader: without TFDS the same examples, in the same order, with the same scores."""
+    built = load_source("live_challenge", data_dir=tfds_dir, manual_dir=_dummy("live_challenge"), tensorflow=True)
+    plain = load_source("live_challenge", manual_dir=_dummy("live_challenge"), tensorflow=False)
+    assert plain.names == built.names
+    np.testing.assert_array_equal(plain.scores, built.scores)
+    np.testing.assert_array_equal(plain.metadata["score_std"], built.metadata["score_std"])
+    for path, data in zip(plain.images, built.images):
+        assert _common.read_image_bytes(path) == data
+
+
+def test_prepared_set_refuses_another_release(tmp_path):
+    """A prepared set records its release; another manual_dir stops with an error naming both folders."""
+    release = tmp_path / "release"
+    shutil.copytree(_dummy("live_challenge"), release)
+    data_dir = str(tmp_path / "tfds")
+    first = load_source("live_challenge", data_dir=data_dir, manual_dir=str(release), tensorflow=True)
+    assert len(first) == 4
+    # The same release again, or no manual_dir: the prepared set.
+    assert load_source("live_challenge", data_dir=data_dir, manual_dir=str(release), tensorflow=True).names == first.names
+    assert load_source("live_challenge", data_dir=data_dir, tensorflow=True).names == first.names
+    # Another release (a copy with one image fewer): refused, naming both folders and how to rebuild.
+    other = tmp_path / "other"
+    shutil.copytree(release, other)
+    (other / "Images" / "534.JPG").unlink()
+    with pytest.raises(ReleaseMismatchError) as error:
+        load_source("live_challenge", data_dir=data_dir, manual_dir=str(other), tensorflow=True)
+    message = str(error.value)
+    assert str(release) in message and str(other) in message, message
+    assert "--data-dir" in message and "delete" in message and "--manual-dir" in message, message
+    # The same folder with other files: refused too.
+    (release / "Images" / "534.JPG").unlink()
+    with pytest.raises(ReleaseMismatchError, match="changed"):
+        load_source("live_challenge", data_dir=data_dir, manual_dir=str(release), tensorflow=True)
+
+
+def test_tfds_sets_need_tensorflow_datasets(tmp_path):
+    with pytest.raises(ValueError, match="TensorFlow Datasets"):
+        load_source("csiq", data_dir=str(tmp_path), manual_dir=_dummy("csiq"), tensorflow=False)
+    with pytest.raises(ValueError, match="unknown data set 'nope'"):
+        load_source("nope")
 
 
 def test_image_policy():

@@ -9,7 +9,8 @@ from PIL import Image
 
 import keras_adtrs
 from keras_adtrs import evaluate
-from keras_adtrs.data.source import IQASource, register_source
+from keras_adtrs.data.registry import register_source
+from keras_adtrs.data.source import IQASource
 from keras_adtrs.inference.evaluation import evaluate_model, scatter_plot
 from conftest import random_score_head
 

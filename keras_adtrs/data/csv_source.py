@@ -20,7 +20,7 @@ and missing image files (the count and the first few).
 Example:
 
 ```python
-from keras_adtrs.data.source import load_source
+from keras_adtrs.data.registry import load_source
 
 source = load_source("csv", manual_dir="photos/", csv_path="photos/scores.csv")
 ```
@@ -35,14 +35,13 @@ import os
 
 import numpy as np
 
-from keras_adtrs.data.source import IQASource, register_source
+from keras_adtrs.data.source import IQASource
 
 REQUIRED_COLUMNS = ("image", "score")
 OPTIONAL_COLUMNS = ("reference", "std")
 _SHOW = 5
 
 
-@register_source("csv")
 def load_csv_source(
     data_dir=None,
     manual_dir=None,

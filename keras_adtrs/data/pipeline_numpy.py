@@ -20,9 +20,6 @@ tf.data pipeline (`keras_adtrs.data.pipeline_tensorflow`, `keras_adtrs.data.crop
   the same rules, other draws.
 - test: the deterministic crop grid of `keras_adtrs.data.crops` (identical
   pixels to the TensorFlow grid up to decoding differences).
-
-It also reads the LIVE In the Wild Challenge release (`load_live_challenge`)
-and the CSV format (`load_csv`) without TensorFlow Datasets.
 """
 
 import io
@@ -32,11 +29,6 @@ import os
 import numpy as np
 
 from keras_adtrs.data.crops import grid_offsets, upscaled_shape
-from keras_adtrs.data.source import IQASource
-
-#: Entries of the LIVE-C .mat files that are the subjects' training images.
-LIVE_C_TRAINING_IMAGES = 7
-
 
 # ---------------------------------------------------------------- decoding
 def decode_image_bytes(data, name="image"):
@@ -318,114 +310,3 @@ def predict_grid_scores(model, images=None, crop_size=None, num_crops=9, batch_s
         [np.asarray(model.predict_on_batch(flat[i : i + batch_size])).reshape(-1) for i in range(0, len(flat), batch_size)]
     )
     return out.reshape(count, num_crops).astype(np.float64).mean(axis=1)
-
-
-# ---------------------------------------------------------------- sources
-def load_live_challenge(manual_dir):
-    """LIVE In the Wild Challenge release folder -> `IQASource` of file paths.
-
-    `manual_dir` is `ChallengeDB_release/` or a folder holding it. Reads
-    `Data/AllImages_release.mat`, `AllMOS_release.mat` and (if present)
-    `AllStdDev_release.mat` with `scipy.io.loadmat`; the first 7 entries (the
-    subjects' training images, `Images/trainingImages/`) are dropped, like
-    the TFDS builder. File names are matched case-insensitively in `Images/`.
-    Each image is its own split group; MOS in [0, 100], higher is better.
-    """
-    import scipy.io
-
-    root = _find_live_c_root(manual_dir)
-    data = os.path.join(root, "Data")
-
-    def read(stem):
-        path = os.path.join(data, stem + ".mat")
-        if not os.path.exists(path):
-            return None
-        return np.asarray(scipy.io.loadmat(path)[stem]).reshape(-1)
-
-    names = [str(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size else "" for v in read("AllImages_release")]
-    mos = read("AllMOS_release")
-    std = read("AllStdDev_release")
-    if mos is None or len(names) != len(mos) or (std is not None and len(std) != len(mos)):
-        raise ValueError(f"{data}: AllImages_release / AllMOS_release / AllStdDev_release do not match")
-    if len(names) <= LIVE_C_TRAINING_IMAGES:
-        raise ValueError(f"{data}: only {len(names)} entries; the first {LIVE_C_TRAINING_IMAGES} are training images")
-    images_dir = os.path.join(root, "Images")
-    index = {f.lower(): os.path.join(images_dir, f) for f in os.listdir(images_dir)}
-    keep = range(LIVE_C_TRAINING_IMAGES, len(names))
-    missing = [names[i] for i in keep if names[i].lower() not in index]
-    if missing:
-        raise FileNotFoundError(
-            f"{images_dir}: {len(missing)} image(s) listed in AllImages_release.mat are missing, e.g. {missing[:5]}"
-        )
-    paths = [index[names[i].lower()] for i in keep]
-    metadata = {"score_name": "MOS"}
-    if std is not None:
-        metadata["score_std"] = np.asarray([std[i] for i in keep], np.float32)
-    return IQASource(
-        name="live_challenge",
-        images=paths,
-        scores=np.asarray([mos[i] for i in keep], np.float32),
-        groups=np.arange(len(paths)),
-        names=[os.path.basename(p) for p in paths],
-        higher_is_better=True,
-        score_range=(0.0, 100.0),
-        metadata=metadata,
-    )
-
-
-def _find_live_c_root(manual_dir):
-    if manual_dir is None:
-        raise ValueError("live_challenge: pass manual_dir=<folder holding ChallengeDB_release>")
-    for candidate in (manual_dir, os.path.join(manual_dir, "ChallengeDB_release")):
-        if os.path.exists(os.path.join(candidate, "Data", "AllMOS_release.mat")):
-            return candidate
-    raise FileNotFoundError(
-        f"{manual_dir}: no Data/AllMOS_release.mat (expected the ChallengeDB_release folder or its parent)"
-    )
-
-
-def load_csv(csv_path, manual_dir=None, **kwargs):
-    """The `csv` data set (columns image, score[, reference, std]) without TensorFlow.
-
-    Uses `keras_adtrs.data.csv_source.load_csv_source` (pure Python);
-    when its package cannot be imported (it registers TFDS builders, which
-    need TensorFlow), the module is loaded from its file on its own.
-    """
-    try:
-        from keras_adtrs.data.csv_source import load_csv_source
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("tensorflow"):
-            raise
-        load_csv_source = _standalone_csv_module().load_csv_source
-    return load_csv_source(csv_path=csv_path, manual_dir=manual_dir, **kwargs)
-
-
-def _standalone_csv_module():
-    import importlib.util
-    import sys
-
-    name = "keras_adtrs._csv_source_standalone"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "csv_source.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_source_numpy(dataset, data_dir=None, manual_dir=None, csv_path=None, seed=None):
-    """`default`, `live_challenge` or `csv` as an `IQASource`, without TensorFlow."""
-    if dataset == "default":
-        from keras_adtrs.data.synthetic import load_default_source
-
-        kwargs = {} if seed is None else {"seed": seed}
-        return load_default_source(data_dir=data_dir, **kwargs)
-    if dataset == "live_challenge":
-        return load_live_challenge(manual_dir or data_dir)
-    if dataset == "csv":
-        return load_csv(csv_path, manual_dir=manual_dir)
-    raise ValueError(
-        f"data set {dataset!r} needs TensorFlow Datasets; without TensorFlow use default, live_challenge or csv"
-    )

@@ -1,15 +1,14 @@
-"""IQA data sources: what every data set looks like to training and evaluation.
+"""`IQASource`: what every data set looks like to training and evaluation.
 
 An `IQASource` lists a set's images (encoded bytes or file paths), their
 human scores, the unit a split must keep together (the reference image for
 synthetic sets, the image itself for authentic ones), and the example keys
-(file names). `load_source(name, ...)` returns one for a registered set:
-`default` (the embedded procedural set) here; TFDS-backed sets and `csv`
-register themselves from `keras_adtrs.data.tfds`.
+(file names). `keras_adtrs.data.registry.load_source(name, ...)` returns one
+for any known set.
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -74,45 +73,3 @@ class IQASource:
                 for k, v in self.metadata.items()
             },
         )
-
-
-_LOADERS: Dict[str, Callable[..., IQASource]] = {}
-
-
-def register_source(name):
-    """Decorator registering `loader(data_dir=None, manual_dir=None, **kwargs) -> IQASource`."""
-
-    def wrap(loader):
-        _LOADERS[name] = loader
-        return loader
-
-    return wrap
-
-
-def available_sources():
-    _import_plugins()
-    return sorted(_LOADERS)
-
-
-def _import_plugins():
-    try:
-        import keras_adtrs.data.tfds  # noqa: F401  (registers TFDS-backed sets and csv)
-    except ModuleNotFoundError as exc:
-        if exc.name != "keras_adtrs.data.tfds":
-            raise
-
-
-def load_source(name, data_dir=None, manual_dir=None, **kwargs) -> IQASource:
-    """Loads a registered data set by name (see `available_sources()`)."""
-    if name not in _LOADERS:
-        _import_plugins()
-    if name not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; available: {', '.join(available_sources())}")
-    return _LOADERS[name](data_dir=data_dir, manual_dir=manual_dir, **kwargs)
-
-
-@register_source("default")
-def _load_default(data_dir=None, manual_dir=None, seed: Optional[int] = None, **kwargs):
-    from keras_adtrs.data.synthetic import load_default_source
-
-    return load_default_source(data_dir=data_dir, **({} if seed is None else {"seed": seed}), **kwargs)

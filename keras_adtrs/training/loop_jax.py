@@ -13,8 +13,9 @@ Differences from the TensorFlow run, by necessity:
 - training crops come from numpy generators, not TensorFlow's stateless RNG
   (same rules, other draws); images are decoded with PIL (JPEG pixels may
   differ from TensorFlow's by a few levels);
-- data sets: `default`, `live_challenge` (release folder via `manual_dir`)
-  and `csv` (TFDS-backed sets need TensorFlow);
+- data sets: `default`, `live_challenge` (the release folder via
+  `manual_dir`, read without TFDS: the same examples in the same order) and
+  `csv` (the other public sets are TFDS builders, which need TensorFlow);
 - the step is always jit-compiled (XLA), whatever `jit_compile` says;
   `strategy` is ignored (one device);
 - no SavedModel export (that needs TensorFlow): `model.keras` loads under
@@ -35,7 +36,8 @@ import keras
 import numpy as np
 
 from keras_adtrs import metrics as iqa_metrics
-from keras_adtrs.data.pipeline_numpy import TrainingCrops, all_grid_crops, load_source_numpy, predict_grid_scores
+from keras_adtrs.data.pipeline_numpy import TrainingCrops, all_grid_crops, predict_grid_scores
+from keras_adtrs.data.registry import load_source
 from keras_adtrs.training.callbacks import ObjectiveWarmup
 from keras_adtrs.training.config import TrainConfig, resolve_defaults
 from keras_adtrs.training.run import (
@@ -110,9 +112,8 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     say = print if config.verbose else (lambda *a, **k: None)
 
     if source is None:
-        source = load_source_numpy(
-            config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir, csv_path=config.csv
-        )
+        source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
+                             csv_path=config.csv, tensorflow=False)
     split, train_src, val_src, test_src = split_parts(config, source, say)
     parts = (train_src, val_src, test_src)
     steps = training_steps(config, len(train_src))

@@ -17,7 +17,7 @@ import time
 
 import keras
 
-from keras_adtrs.data.source import load_source
+from keras_adtrs.data.registry import load_source
 from keras_adtrs.inference.scoring import score
 from keras_adtrs.serving.export import export_model
 from keras_adtrs.training import distribute, resume
@@ -47,8 +47,8 @@ def run_training(config: TrainConfig):
     keras.utils.set_random_seed(config.seed)
 
     say = print if config.verbose else (lambda *a, **k: None)
-    source_kwargs = {"csv_path": config.csv} if config.csv else {}
-    source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir, **source_kwargs)
+    source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
+                         csv_path=config.csv, tensorflow=True)
     split, train_src, val_src, test_src = split_parts(config, source, say)
     parts = (train_src, val_src, test_src)
     steps = training_steps(config, len(train_src))

@@ -1,12 +1,12 @@
-"""Public IQA data sets as TFDS builders, and `IQASource` loaders.
+"""Public IQA data sets as TensorFlow Datasets builders (TensorFlow-only package).
 
-Importing this package registers
-
-- the TFDS builders `live_iqa`, `csiq`, `tid2013`, `kadid10k`,
-  `live_challenge` and `koniq10k` (manual download: each builder's
-  `MANUAL_DOWNLOAD_INSTRUCTIONS` names the files),
-- `keras_adtrs.data.source` loaders of the same names, plus `csv` for your
-  own data (see `keras_adtrs.data.csv_source`).
+Importing this package registers the TFDS builders `live_iqa`, `csiq`,
+`tid2013`, `kadid10k`, `live_challenge` and `koniq10k` with TFDS (manual
+download: each builder's `MANUAL_DOWNLOAD_INSTRUCTIONS` names the files; its
+folder holds a README.md, CITATIONS.bib and the `dummy_data/` the tests build
+from). `keras_adtrs.data.registry.load_source` loads them as `IQASource`s
+(`sources.load_tfds_source`), recording which release each prepared set was
+built from.
 
 Example:
 
@@ -28,9 +28,5 @@ from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder as koniq10k 
 from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder as live_challenge  # noqa: F401
 from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder as live_iqa  # noqa: F401
 from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder as tid2013  # noqa: F401
-from keras_adtrs.data import csv_source  # noqa: F401, E402
-from keras_adtrs.data.tfds import sources  # noqa: F401, E402
-from keras_adtrs.data.csv_source import load_csv_source  # noqa: F401, E402
-from keras_adtrs.data.tfds.sources import load_tfds_source, official_split, prepare_builder  # noqa: F401, E402
 
 BUILDERS = ("live_iqa", "csiq", "tid2013", "kadid10k", "live_challenge", "koniq10k")

@@ -1,4 +1,4 @@
-"""Helpers shared by the IQA TFDS builders (file lookup, image bytes, .mat)."""
+"""Helpers shared by the IQA TFDS builders (file lookup, image bytes, .mat, .xlsx)."""
 
 import io
 import math
@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
+from keras_adtrs.data.matlab import loadmat, mat_strings  # noqa: F401  (the builders' .mat readers)
 
 # Image policy: the original encoded bytes are stored when TensorFlow's
 # `tf.io.decode_image(..., channels=3, dtype=tf.uint8)` reads them as intended
@@ -105,34 +107,6 @@ def lookup(index, name, folder):
         return index[name.lower()]
     except KeyError:
         raise FileNotFoundError(f"image {name!r} listed in the labels is missing from {folder}") from None
-
-
-def loadmat(path, *names):
-    """Variables `names` of a MATLAB file (scipy.io.loadmat), flattened to 1-D."""
-    import scipy.io
-
-    path = epath.Path(path)
-    with path.open("rb") as f:
-        content = scipy.io.loadmat(f)
-    out = []
-    for name in names:
-        if name not in content:
-            found = sorted(k for k in content if not k.startswith("__"))
-            raise KeyError(f"{path}: variable {name!r} not found (found: {found})")
-        out.append(np.asarray(content[name]).reshape(-1))
-    return out
-
-
-def mat_strings(array):
-    """A MATLAB cell array of strings (as loaded by scipy) -> list of str."""
-    out = []
-    for item in np.asarray(array, dtype=object).reshape(-1):
-        while isinstance(item, np.ndarray) and item.dtype == object and item.size == 1:
-            item = item.reshape(-1)[0]
-        if isinstance(item, np.ndarray):
-            item = "".join(np.asarray(item).reshape(-1).tolist())
-        out.append(str(item).strip())
-    return out
 
 
 def nan():

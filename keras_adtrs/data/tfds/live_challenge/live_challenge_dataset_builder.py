@@ -2,11 +2,9 @@
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
+from keras_adtrs.data.live_challenge import find_root, read_release
 from keras_adtrs.data.tfds import _common
-
-NUM_TRAINING_IMAGES = 7  # the release's first 7 entries: images used to train the raters
 
 _DESCRIPTION = """LIVE In the Wild Image Quality Challenge Database (LIVE-C): 1162 photos
 with authentic distortions from mobile devices, labelled with MOS on 0..100
@@ -61,29 +59,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        root = _common.find_root(dl_manager.manual_dir, "Data/AllMOS_release.mat", ["ChallengeDB_release"])
-        return {"train": self._generate_examples(root)}
+        return {"train": self._generate_examples(find_root(dl_manager.manual_dir))}
 
     def _generate_examples(self, root):
-        root = epath.Path(root)
-        data = root / "Data"
-        (names,) = _common.loadmat(data / "AllImages_release.mat", "AllImages_release")
-        (mos,) = _common.loadmat(data / "AllMOS_release.mat", "AllMOS_release")
-        (std,) = _common.loadmat(data / "AllStdDev_release.mat", "AllStdDev_release")
-        names = _common.mat_strings(names)
-        if not len(names) == len(mos) == len(std):
-            raise ValueError(
-                f"{data}: AllImages_release/AllMOS_release/AllStdDev_release have "
-                f"{len(names)}/{len(mos)}/{len(std)} entries"
-            )
-        if len(names) <= NUM_TRAINING_IMAGES:
-            raise ValueError(f"{data}: only {len(names)} entries; the first {NUM_TRAINING_IMAGES} are training images")
-        index = _common.case_insensitive_index(root / "Images")
-        for name, score, sd in zip(names[NUM_TRAINING_IMAGES:], mos[NUM_TRAINING_IMAGES:], std[NUM_TRAINING_IMAGES:]):
-            path = _common.lookup(index, name, root / "Images")
-            yield path.name, {
-                "image": _common.read_image_bytes(path),
-                "score": float(score),
-                "score_std": float(sd),
-                "file_name": path.name,
+        # The one LIVE-C reader (keras_adtrs.data.live_challenge), shared with the plain loader.
+        for example in read_release(root):
+            yield example.name, {
+                "image": _common.read_image_bytes(example.path),
+                "score": example.score,
+                "score_std": example.score_std,
+                "file_name": example.name,
             }
