@@ -1,19 +1,45 @@
-"""Clean command-line output: silence TensorFlow's start-up log lines.
+"""Clean command-line output: the one place that quiets logs (imports nothing of ours).
 
-TensorFlow 2.21 writes absl log lines to stderr while it is imported and
-when it first looks for devices, before `TF_CPP_MIN_LOG_LEVEL` takes effect.
-`quiet_tensorflow()` imports it with file descriptor 2 pointed at /dev/null
-(Python warnings and errors are unaffected afterwards). Set
-`KERAS_ADTRS_VERBOSE=1` to see everything.
+- `quiet_tensorflow()`: TensorFlow 2.21 writes absl log lines to stderr while
+  it is imported and when it first looks for devices, before
+  `TF_CPP_MIN_LOG_LEVEL` takes effect; this sets the variable and imports
+  TensorFlow (and Keras) with file descriptor 2 pointed at /dev/null (Python
+  warnings and errors are unaffected afterwards). Under another Keras
+  backend (`KERAS_BACKEND=jax`) it only sets the variable: TensorFlow is not
+  imported. Set `KERAS_ADTRS_VERBOSE=1` to see everything.
+- `one_line_warnings()`: each Python warning as one `warning: ...` line.
+- `filtered_stderr()`: replays what C/C++ code writes to stderr minus the
+  noise (libjpeg's warnings on broken files, TensorFlow's log lines).
+- `stderr_silenced()`: file descriptor 2 to /dev/null for a block.
+
+The commands call `quiet_tensorflow` and `one_line_warnings` first thing in
+their `main()`; the library never changes logging on import.
 """
 
 import contextlib
 import os
+import re
 import sys
+import tempfile
+import warnings
+
+# libjpeg's chatter on broken files (the error itself comes back as an
+# exception) and TensorFlow's C++ log lines printed while an op first runs.
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|^[IW]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\]|"
+    r"^To enable the following instructions|rebuild TensorFlow with the appropriate compiler|"
+    r"^Improper call to JPEG library|^Corrupt JPEG data|^Premature end of JPEG|^libpng (warning|error)"
+)
+
+
+def verbose_requested():
+    """Whether `KERAS_ADTRS_VERBOSE` asks for every log line."""
+    return os.environ.get("KERAS_ADTRS_VERBOSE", "") not in ("", "0")
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def stderr_silenced():
+    """File descriptor 2 (what C/C++ code writes to) goes to /dev/null inside the block."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -28,20 +54,26 @@ def _stderr_silenced():
 
 
 def quiet_tensorflow(verbose=None):
-    """Imports TensorFlow and Keras quietly unless `verbose` (or KERAS_ADTRS_VERBOSE=1)."""
+    """Imports TensorFlow and Keras quietly, unless `verbose` (or `KERAS_ADTRS_VERBOSE=1`).
+
+    Under another Keras backend (`KERAS_BACKEND` set and not `tensorflow`)
+    only `TF_CPP_MIN_LOG_LEVEL` is set: TensorFlow is not imported.
+    """
     if verbose is None:
-        verbose = os.environ.get("KERAS_ADTRS_VERBOSE", "") not in ("", "0")
+        verbose = verbose_requested()
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _stderr_silenced():
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    with stderr_silenced():
         try:
             import tensorflow as tf
         except ModuleNotFoundError as exc:
             if exc.name != "tensorflow":
                 raise
             return
-        import keras  # noqa: F401
+        import keras  # noqa: F401  (its first import starts TensorFlow's device look-up)
 
         tf.get_logger().setLevel("ERROR")
         tf.config.list_physical_devices()
@@ -53,9 +85,48 @@ def quiet_tensorflow(verbose=None):
 
 def one_line_warnings():
     """Command lines: print each Python warning as one `warning: ...` line on stderr."""
-    import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=file or sys.stderr)
 
     warnings.showwarning = show
+
+
+@contextlib.contextmanager
+def filtered_stderr(pattern=NOISE):
+    """Captures what C/C++ code writes to file descriptor 2 and replays all but the noise.
+
+    Python-level `sys.stderr` output inside the block is captured too and
+    replayed afterwards, in order, minus lines matching `pattern`.
+
+    Args:
+        pattern: compiled regex of the lines to drop. Defaults to
+            TensorFlow's start-up lines and libjpeg's warnings.
+
+    Example:
+    >>> with filtered_stderr():  # doctest: +SKIP
+    ...     import tensorflow
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = [line for line in text.splitlines(keepends=True) if line.strip() and not pattern.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -46,7 +46,9 @@ def main(argv=None):
     if not os.path.isfile(args.model):
         parser.error(f"--model {args.model}: no such file")
 
-    from keras_adtrs.inference.scoring import expand_paths, format_rows, score_files
+    from keras_adtrs.data.images import expand_paths
+    from keras_adtrs.inference.scoring import score_files
+    from keras_adtrs.reporting import format_rows
 
     paths = expand_paths(args.paths)
     if not paths:

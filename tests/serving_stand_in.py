@@ -216,7 +216,8 @@ def small_exported_model(tmp_path_factory):
 
 def local_score(model, data, num_crops=TEST_CROPS):
     """The reference: decode -> grid crops -> Keras model (eager) -> mean."""
-    from keras_adtrs.data.crops_tensorflow import decode_image, grid_crops
+    from keras_adtrs.data.crops_tensorflow import grid_crops
+    from keras_adtrs.data.images import decode_image_tensor as decode_image
 
     crops = grid_crops(decode_image(data), model.crop_size, num_crops)
     return float(tf.reduce_mean(model(crops, training=False)).numpy())

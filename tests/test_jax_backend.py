@@ -281,20 +281,20 @@ def test_jax_pipeline_training_crops_are_seeded_per_epoch():
 def test_jax_pipeline_resize_and_grid_match_tensorflow():
     import tensorflow as tf
 
-    from keras_adtrs.data import crops_tensorflow as tf_image, pipeline_numpy as numpy_loader
+    from keras_adtrs.data import crops, crops_tensorflow
 
     rng = np.random.default_rng(2)
     for h, w in [(37, 50), (64, 20), (5, 7), (63, 64), (100, 31)]:
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         for size in [(64, 87), (200, 64), (13, 9)]:
-            ours = numpy_loader.resize_bilinear(image, *size)
+            ours = crops.resize_bilinear(image, *size)
             theirs = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear").numpy()
             np.testing.assert_allclose(ours, theirs, atol=1e-3)
-        ours = numpy_loader.grid_crops(image, 64, 5)
-        theirs = tf_image.grid_crops(tf.constant(image), 64, 5).numpy()
+        ours = crops.grid_crops(image, 64, 5)
+        theirs = crops_tensorflow.grid_crops(tf.constant(image), 64, 5).numpy()
         np.testing.assert_allclose(ours, theirs, atol=1e-3)
     big = rng.integers(0, 256, (130, 97, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(numpy_loader.grid_crops(big, 64, 9), tf_image.grid_crops(tf.constant(big), 64, 9).numpy())
+    np.testing.assert_array_equal(crops.grid_crops(big, 64, 9), crops_tensorflow.grid_crops(tf.constant(big), 64, 9).numpy())
 
 
 @needs_tf
@@ -304,7 +304,7 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
     import tensorflow as tf
     from PIL import Image
 
-    from keras_adtrs.data import crops_tensorflow as tf_image, pipeline_numpy as numpy_loader
+    from keras_adtrs.data.images import decode_image_pil, decode_image_tensor
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
@@ -317,8 +317,8 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
     Image.fromarray((pixels[:, :, 0].astype(np.uint16) * 257 + 3)).save(buffer, "PNG")
     cases["I;16"] = buffer.getvalue()
     for mode, data in cases.items():
-        ours = numpy_loader.decode_image_bytes(data)
-        theirs = tf_image.decode_image(tf.constant(data)).numpy()
+        ours = decode_image_pil(data)
+        theirs = decode_image_tensor(tf.constant(data)).numpy()
         np.testing.assert_array_equal(ours, theirs, err_msg=mode)
     # JPEG: the decoders may differ by a few levels.
     jpeg = sorted((LIVE_C / "ChallengeDB_release" / "Images").glob("*.JPG"))[:2] if LIVE_C.exists() else []
@@ -329,8 +329,8 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
     else:
         blobs = [p.read_bytes() for p in jpeg]
     for data in blobs:
-        ours = numpy_loader.decode_image_bytes(data).astype(int)
-        theirs = tf_image.decode_image(tf.constant(data)).numpy().astype(int)
+        ours = decode_image_pil(data).astype(int)
+        theirs = decode_image_tensor(tf.constant(data)).numpy().astype(int)
         assert ours.shape == theirs.shape
         print("PIL vs TF JPEG: max", np.abs(ours - theirs).max(), "mean", np.abs(ours - theirs).mean())
         # Observed on LIVE-C JPEGs: mean ~1 level, a few tens at most on sharp edges.

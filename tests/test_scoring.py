@@ -8,8 +8,10 @@ import pytest
 from PIL import Image
 
 import keras_adtrs
+from keras_adtrs import reporting
+from keras_adtrs.data import images as image_io
+from keras_adtrs.data.images import ImageReadError
 from keras_adtrs.inference import scoring
-from keras_adtrs.inference.scoring import ImageReadError
 from conftest import random_score_head
 
 CROPS = 4
@@ -83,21 +85,21 @@ def test_array_and_file_inputs_agree(model, tmp_path):
 
 def test_sixteen_bit_png_decodes_like_arrays(tmp_path):
     values = np.array([[0, 255, 256, 1000, 65280, 65535]], np.uint16)
-    decoded = scoring.load_image(_png(values))
+    decoded = image_io.load_image(_png(values))
     np.testing.assert_array_equal(decoded[..., 0], [[0, 0, 1, 3, 255, 255]])
-    np.testing.assert_array_equal(decoded, scoring.array_to_rgb8(values))
+    np.testing.assert_array_equal(decoded, image_io.array_to_rgb8(values))
 
 
 def test_array_conversions():
-    assert scoring.array_to_rgb8(np.zeros((5, 6))).shape == (5, 6, 3)
-    assert scoring.array_to_rgb8(np.full((2, 2, 1), 300.0)).max() == 255
-    assert scoring.array_to_rgb8(np.full((2, 2, 3), 7, np.int64)).dtype == np.uint8
+    assert image_io.array_to_rgb8(np.zeros((5, 6))).shape == (5, 6, 3)
+    assert image_io.array_to_rgb8(np.full((2, 2, 1), 300.0)).max() == 255
+    assert image_io.array_to_rgb8(np.full((2, 2, 3), 7, np.int64)).dtype == np.uint8
     with pytest.raises(ImageReadError, match="shape"):
-        scoring.array_to_rgb8(np.zeros((4, 4, 2)))
+        image_io.array_to_rgb8(np.zeros((4, 4, 2)))
     with pytest.raises(ImageReadError, match="NaN"):
-        scoring.array_to_rgb8(np.full((4, 4), np.nan))
+        image_io.array_to_rgb8(np.full((4, 4), np.nan))
     with pytest.raises(ImageReadError, match=r"\[0, 255\]"):
-        scoring.array_to_rgb8(np.full((4, 4), -1, np.int32))
+        image_io.array_to_rgb8(np.full((4, 4), -1, np.int32))
 
 
 def test_unreadable_inputs_raise_naming_them(model, tmp_path):
@@ -106,11 +108,11 @@ def test_unreadable_inputs_raise_naming_them(model, tmp_path):
     with pytest.raises(ImageReadError, match="bad.jpg"):
         keras_adtrs.score(model, [str(bad)])
     with pytest.raises(ImageReadError, match="cannot read"):
-        scoring.load_image(str(tmp_path / "missing.png"))
+        image_io.load_image(str(tmp_path / "missing.png"))
     with pytest.raises(ImageReadError, match="empty"):
-        scoring.load_image(b"")
+        image_io.load_image(b"")
     with pytest.raises(ImageReadError, match="image #3"):
-        scoring.load_image(b"\xff\xd8\xff garbage", index=3)
+        image_io.load_image(b"\xff\xd8\xff garbage", index=3)
 
 
 def test_random_crops_are_seeded(model, images):
@@ -130,7 +132,7 @@ def test_score_files_rows_and_format(model, tmp_path):
     rows = scoring.score_files(model, [good, tmp_path / "nope.jpg"], crops=2)
     assert rows[0]["path"] == str(good) and isinstance(rows[0]["score"], float)
     assert rows[1]["path"].endswith("nope.jpg") and "cannot read" in rows[1]["error"]
-    table = scoring.format_rows(rows, "table")
+    table = reporting.format_rows(rows, "table")
     assert "ERROR" in table and str(good) in table
 
 
@@ -138,10 +140,10 @@ def test_expand_paths(tmp_path):
     (tmp_path / "sub" / "deep").mkdir(parents=True)
     for name in ("a.JPG", "b.png", "notes.txt", "sub/c.bmp", "sub/deep/d.gif"):
         (tmp_path / name).write_bytes(b"x")
-    found = scoring.expand_paths([str(tmp_path)])
+    found = image_io.expand_paths([str(tmp_path)])
     assert [os.path.relpath(p, tmp_path) for p in found] == ["a.JPG", "b.png", "sub/c.bmp", "sub/deep/d.gif"]
-    assert scoring.expand_paths([str(tmp_path / "*.png")]) == [str(tmp_path / "b.png")]
-    assert len(scoring.expand_paths([str(tmp_path / "**" / "*.gif")])) == 1
+    assert image_io.expand_paths([str(tmp_path / "*.png")]) == [str(tmp_path / "b.png")]
+    assert len(image_io.expand_paths([str(tmp_path / "**" / "*.gif")])) == 1
     explicit = str(tmp_path / "notes.txt")
-    assert scoring.expand_paths([explicit, explicit]) == [explicit]
-    assert scoring.expand_paths(["/no/such/file.jpg"]) == ["/no/such/file.jpg"]
+    assert image_io.expand_paths([explicit, explicit]) == [explicit]
+    assert image_io.expand_paths(["/no/such/file.jpg"]) == ["/no/such/file.jpg"]

@@ -1,7 +1,8 @@
-"""The crop rules shared by training, `predict`, `score` and the SavedModel.
+"""The crop rules shared by training, `predict`, `score` and the SavedModel, in numpy.
 
-Pure integer arithmetic, so the numpy rule here and the TensorFlow one in
-`keras_adtrs.data.crops_tensorflow` give the same pixels:
+The offsets are pure integer arithmetic, so the numpy implementation here and
+the TensorFlow one in `keras_adtrs.data.crops_tensorflow` give the same
+pixels (the bilinear upscaling within 1e-3):
 
 - Upscaling: an image whose shorter side is below the crop size is resized
   (bilinear, half-pixel centres, no antialiasing: `tf.image.resize`'s
@@ -14,6 +15,8 @@ Pure integer arithmetic, so the numpy rule here and the TensorFlow one in
 """
 
 import math
+
+import numpy as np
 
 
 def upscaled_shape(height, width, crop_size):
@@ -54,3 +57,60 @@ def grid_offsets(height, width, crop_size, num_crops):
         r, c = divmod(k, cols)
         offsets.append((_spread(r, rows, span_h), _spread(c, cols, span_w)))
     return offsets
+
+
+# ------------------------------------------------------ numpy implementation
+def resize_bilinear(image, height, width):
+    """Bilinear resize with half-pixel centres, no antialiasing (float32 out).
+
+    Matches `tf.image.resize(image, (height, width), "bilinear")`.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    in_h, in_w = image.shape[:2]
+
+    def axis(out_size, in_size):
+        scale = np.float32(in_size) / np.float32(out_size)
+        pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+        low = np.floor(pos)
+        frac = (pos - low).astype(np.float32)
+        low_i = np.clip(low.astype(np.int64), 0, in_size - 1)
+        high_i = np.clip(np.ceil(pos).astype(np.int64), 0, in_size - 1)
+        return low_i, high_i, frac
+
+    y0, y1, fy = axis(height, in_h)
+    x0, x1, fx = axis(width, in_w)
+    top = image[y0][:, x0] + (image[y0][:, x1] - image[y0][:, x0]) * fx[None, :, None]
+    bottom = image[y1][:, x0] + (image[y1][:, x1] - image[y1][:, x0]) * fx[None, :, None]
+    return (top + (bottom - top) * fy[:, None, None]).astype(np.float32)
+
+
+def upscale(image, crop_size):
+    """The upscaling rule: float32 pixels, resized only when a side is below `crop_size`."""
+    height, width = image.shape[:2]
+    new_h, new_w = upscaled_shape(height, width, crop_size)
+    if (new_h, new_w) == (height, width):
+        return np.asarray(image, dtype=np.float32)
+    return resize_bilinear(image, new_h, new_w)
+
+
+def grid_crops(image, crop_size, num_crops):
+    """`(num_crops, crop, crop, 3)` float32 crops of the deterministic test grid."""
+    image = upscale(image, crop_size)
+    height, width = image.shape[:2]
+    return np.stack(
+        [image[t : t + crop_size, l : l + crop_size, :] for t, l in grid_offsets(height, width, crop_size, num_crops)]
+    ).astype(np.float32)
+
+
+def random_crop(image, crop_size, rng):
+    """One random crop (float32) with a random horizontal flip, drawn from `rng`.
+
+    `image` must already be upscaled (see `upscale`).
+    """
+    height, width = image.shape[:2]
+    top = int(rng.integers(0, height - crop_size + 1))
+    left = int(rng.integers(0, width - crop_size + 1))
+    crop = image[top : top + crop_size, left : left + crop_size, :]
+    if rng.integers(0, 2):
+        crop = crop[:, ::-1, :]
+    return np.asarray(crop, dtype=np.float32)

@@ -1,23 +1,13 @@
-"""Decoding and cropping in TensorFlow (tf.data pipelines and the SavedModel).
+"""The crop rules in TensorFlow (TensorFlow-only module: tf.data pipelines and the SavedModel).
 
 Implements the rules of `keras_adtrs.data.crops` with TensorFlow ops so the
-same code runs eagerly (`predict`), in tf.data and inside the exported graph.
+same code runs eagerly (`keras_adtrs.score`), in tf.data and inside the
+exported graph. Decoding is `keras_adtrs.data.images.decode_image_tensor`.
 """
 
 import tensorflow as tf
 
 from keras_adtrs.data.crops import grid_shape
-
-
-def decode_image(image_bytes):
-    """Encoded JPEG/PNG/BMP/GIF (first frame) -> uint8 RGB `(H, W, 3)`.
-
-    Grayscale is replicated to RGB, alpha is dropped, 16-bit PNG is scaled to
-    8 bits (`tf.io.decode_image`'s conversion).
-    """
-    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def upscale(image, crop_size):

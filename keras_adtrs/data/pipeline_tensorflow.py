@@ -11,7 +11,8 @@ Images are decoded in parallel and, for sets that fit, kept decoded in memory.
 import numpy as np
 import tensorflow as tf
 
-from keras_adtrs.data.crops_tensorflow import decode_image, random_crop
+from keras_adtrs.data.crops_tensorflow import random_crop
+from keras_adtrs.data.images import array_to_rgb8, decode_image_tensor
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -24,15 +25,13 @@ def _image_loader(images):
         if len(shapes) == 1 and first.ndim == 3 and first.shape[-1] == 3 and first.dtype == np.uint8:
             stacked = tf.constant(np.stack(images))
             return lambda i: tf.gather(stacked, i)
-        from keras_adtrs.inference.scoring import array_to_rgb8
-
         encoded = [tf.io.encode_png(array_to_rgb8(im, f"image #{k}")).numpy() for k, im in enumerate(images)]
         return _image_loader(encoded)
     if isinstance(first, (bytes, bytearray)):
         table = tf.constant([bytes(b) for b in images])
-        return lambda i: decode_image(tf.gather(table, i))
+        return lambda i: decode_image_tensor(tf.gather(table, i))
     paths = tf.constant([str(p) for p in images])
-    return lambda i: decode_image(tf.io.read_file(tf.gather(paths, i)))
+    return lambda i: decode_image_tensor(tf.io.read_file(tf.gather(paths, i)))
 
 
 def training_dataset(

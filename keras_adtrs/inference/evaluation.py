@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from keras_adtrs import metrics as iqa_metrics
+from keras_adtrs.inference.scoring import score
 
 #: Metric names in report order, with their display labels.
 METRIC_LABELS = {
@@ -188,8 +189,6 @@ def evaluate_model(
     >>> result = evaluate_model(model, source, split.test, crops=9)  # doctest: +SKIP
     >>> result["srcc"]["value"]  # doctest: +SKIP
     """
-    from keras_adtrs.inference.scoring import score
-
     if crop_mode not in ("grid", "random"):
         raise ValueError(f"crop_mode must be 'grid' or 'random', got {crop_mode!r}")
     indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -1,7 +1,11 @@
 """Score whole images: decode, upscale if small, crop grid, mean over crops.
 
-The same rules as the SavedModel's `serving_default` (`keras_adtrs.data.crops_tensorflow`
-and `keras_adtrs.data.crops`), so `score` and TF Serving agree.
+The same rules as the SavedModel's `serving_default` (`keras_adtrs.data.crops`,
+`keras_adtrs.data.crops_tensorflow`), so `score` and TF Serving agree.
+Images are decoded by `keras_adtrs.data.images`. When TensorFlow is in use
+(Keras on the TensorFlow backend) decoding and crops run in TensorFlow, as in
+the SavedModel; otherwise (the JAX backend) in Pillow and numpy, and
+TensorFlow is never imported.
 
 Scores do not depend on batch composition: every forward call holds exactly
 `batch_size` crops (the last one padded with blank crops that are thrown
@@ -10,196 +14,20 @@ image's crops are averaged in a fixed order. The same image therefore scores
 the same alone, in a batch, in another order or on another run.
 """
 
-import contextlib
-import csv
-import glob
-import io
-import json
 import os
-import re
 import sys
-import tempfile
 
 import numpy as np
+from tqdm.auto import tqdm
 
-#: File extensions `expand_paths` picks up in folders: what `tf.io.decode_image`
-#: (and so the SavedModel) decodes. Files named explicitly are tried whatever
-#: their extension.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-# libjpeg's chatter on broken files (the error itself comes back as an
-# exception) and TensorFlow's C++ log lines printed while an op first runs.
-_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|^[IW]\d{4} [\d:. ]+\d+ \S+\.cc:\d+\]|"
-    r"^To enable the following instructions|rebuild TensorFlow with the appropriate compiler|"
-    r"^Improper call to JPEG library|^Corrupt JPEG data|^Premature end of JPEG|^libpng (warning|error)"
-)
+from keras_adtrs.data import crops as numpy_crops
+from keras_adtrs.data.images import ImageReadError, default_decoder, load_image
+from keras_adtrs.data.pipeline_numpy import all_grid_crops
+from keras_adtrs.reporting import score_value
 
 
-class ImageReadError(ValueError):
-    """An image could not be read or decoded; the message names it."""
-
-
-@contextlib.contextmanager
-def filtered_stderr(pattern=_NOISE):
-    """Captures what C/C++ code writes to file descriptor 2 and replays all but the noise.
-
-    Python-level `sys.stderr` output inside the block is captured too and
-    replayed afterwards, in order, minus lines matching `pattern`.
-
-    Args:
-        pattern: compiled regex of the lines to drop. Defaults to
-            TensorFlow's start-up lines and libjpeg's warnings.
-
-    Example:
-    >>> with filtered_stderr():  # doctest: +SKIP
-    ...     import tensorflow
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-            kept = [line for line in text.splitlines(keepends=True) if line.strip() and not pattern.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
-def _describe(source, index):
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return f"image #{index} ({type(source).__name__})"
-
-
-def _first_line(exc):
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    message = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-    # TensorFlow prefixes op errors with "{{function_node ...}} ".
-    return re.sub(r"^\{\{[^}]*\}\}\s*", "", message).replace(" [Op:DecodeImage]", "")
-
-
-def load_image(source, index=0):
-    """Reads one image as uint8 RGB.
-
-    Grayscale becomes RGB, alpha is dropped, 16-bit input is scaled to 8 bits
-    by `tf.io.decode_image`'s rule (`value // 256`, the same for files and
-    arrays), GIFs give their first frame.
-
-    Args:
-        source: a file path (`str` or `os.PathLike`), encoded image bytes
-            (JPEG, PNG, BMP, GIF or WebP), or an array (see `array_to_rgb8`).
-        index: int. Position in the caller's list, used to name unnamed
-            inputs in error messages. Defaults to `0`.
-
-    Returns:
-        uint8 numpy array `(H, W, 3)`.
-
-    Raises:
-        ImageReadError: the file is missing, empty or not a decodable image;
-            the message names the file (or the list position).
-
-    Example:
-    >>> load_image("photo.jpg").shape  # doctest: +SKIP
-    (480, 640, 3)
-    """
-    name = _describe(source, index)
-    if isinstance(source, (str, os.PathLike)):
-        if os.path.isdir(source):
-            raise ImageReadError(f"{name}: is a folder, not an image file")
-        try:
-            with open(source, "rb") as handle:
-                source = handle.read()
-        except OSError as exc:
-            raise ImageReadError(f"{name}: cannot read file ({exc.strerror or exc})") from None
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = bytes(source)
-        if not source:
-            raise ImageReadError(f"{name}: file is empty")
-        import tensorflow as tf
-
-        from keras_adtrs.data.crops_tensorflow import decode_image
-
-        try:
-            with filtered_stderr():
-                image = decode_image(tf.constant(source)).numpy()
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError) as exc:
-            raise ImageReadError(
-                f"{name}: not a decodable JPEG/PNG/BMP/GIF/WebP image ({_first_line(exc)})"
-            ) from None
-        if image.shape[0] < 1 or image.shape[1] < 1:
-            raise ImageReadError(f"{name}: decodes to an empty image {image.shape}")
-        return image
-    try:
-        array = np.asarray(source)
-    except Exception as exc:  # noqa: BLE001 (anything unconvertible is a read error)
-        raise ImageReadError(f"{name}: cannot be read as an image ({exc})") from None
-    return array_to_rgb8(array, name)
-
-
-def array_to_rgb8(array, name="array"):
-    """Converts a pixel array to uint8 RGB.
-
-    Args:
-        array: array `(H, W)`, `(H, W, 1)`, `(H, W, 3)` or `(H, W, 4)` of
-            uint8, uint16 (scaled as `value // 256`, `tf.io.decode_image`'s
-            rule), another integer type with values in [0, 255], or float
-            with values in [0, 255] (rounded; clipped).
-        name: str. Name used in error messages. Defaults to `"array"`.
-
-    Returns:
-        uint8 numpy array `(H, W, 3)`.
-
-    Raises:
-        ImageReadError: the shape, type or values cannot be an image.
-
-    Example:
-    >>> array_to_rgb8(np.zeros((4, 4), "uint16")).shape
-    (4, 4, 3)
-    """
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ImageReadError(
-            f"{name}: expected shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}"
-        )
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ImageReadError(f"{name}: empty image of shape {array.shape}")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    array = array[:, :, :3]
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype == np.uint16:
-        return (array >> 8).astype(np.uint8)
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.integer):
-        if array.min() < 0 or array.max() > 255:
-            raise ImageReadError(
-                f"{name}: {array.dtype} pixels must lie in [0, 255], found [{array.min()}, {array.max()}]"
-            )
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise ImageReadError(f"{name}: has NaN or infinite pixel values")
-        return np.clip(np.round(array), 0, 255).astype(np.uint8)
-    raise ImageReadError(f"{name}: unsupported pixel type {array.dtype}")
+def _tensorflow_in_use():
+    return default_decoder() == "tensorflow"
 
 
 def image_crops(image, crop_size, num_crops):
@@ -214,7 +42,9 @@ def image_crops(image, crop_size, num_crops):
     Returns:
         float32 numpy array `(num_crops, crop_size, crop_size, 3)`.
     """
-    import tensorflow as tf
+    if not _tensorflow_in_use():
+        return numpy_crops.grid_crops(image, crop_size, num_crops)
+    import tensorflow as tf  # TensorFlow already imported: the SavedModel's own ops
 
     from keras_adtrs.data.crops_tensorflow import grid_crops
 
@@ -226,7 +56,8 @@ def random_image_crops(image, crop_size, num_crops, seed=0, key=0):
 
     Stateless: the crops depend only on `(seed, key, crop number)`, so the
     same image under the same key gets the same crops on every run and in
-    any batch.
+    any batch. TensorFlow's stateless RNG draws them when TensorFlow is in
+    use, numpy's otherwise (the same rules, other draws).
 
     Args:
         image: uint8 array `(H, W, 3)`; upscaled first when a side is below
@@ -240,12 +71,18 @@ def random_image_crops(image, crop_size, num_crops, seed=0, key=0):
     Returns:
         float32 numpy array `(num_crops, crop_size, crop_size, 3)`.
     """
-    import tensorflow as tf
+    if num_crops < 1:
+        raise ValueError(f"need at least one crop, got {num_crops}")
+    if not _tensorflow_in_use():
+        upscaled = numpy_crops.upscale(image, crop_size)
+        return np.stack([
+            numpy_crops.random_crop(upscaled, crop_size, np.random.default_rng([int(seed), int(key), k]))
+            for k in range(num_crops)
+        ])
+    import tensorflow as tf  # TensorFlow already imported: its stateless RNG, as in training
 
     from keras_adtrs.data.crops_tensorflow import random_crop, upscale
 
-    if num_crops < 1:
-        raise ValueError(f"need at least one crop, got {num_crops}")
     upscaled = upscale(tf.convert_to_tensor(image), crop_size)
     base = tf.constant([int(seed), int(key)], tf.int64)
     crops = [
@@ -321,8 +158,6 @@ class _CropScorer:
 
 
 def _progress(total, enabled, desc):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="image", desc=desc, leave=False)
 
 
@@ -417,18 +252,18 @@ def score_files(model, paths, crops=9, batch_size=32, progress=False):
 
     Args:
         model: see `score`.
-        paths: list of file paths (see `expand_paths` for folders and globs).
+        paths: list of file paths (`keras_adtrs.data.images.expand_paths` expands folders and globs).
         crops: int. Grid crops per image. Defaults to `9`.
         batch_size: int. Crops per forward call. Defaults to `32`.
         progress: bool. Show a progress bar on stderr. Defaults to `False`.
 
     Returns:
         list of dicts in the order of `paths`: `{"path": str, "score": float}`
-        or `{"path": str, "error": str}`. `format_rows` prints them.
+        or `{"path": str, "error": str}`. `keras_adtrs.reporting.format_rows` prints them.
 
     Example:
     >>> rows = score_files(model, expand_paths(["photos/"]))  # doctest: +SKIP
-    >>> print(format_rows(rows, "table"))  # doctest: +SKIP
+    >>> print(keras_adtrs.reporting.format_rows(rows, "table"))  # doctest: +SKIP
     """
     paths = [os.fspath(p) for p in paths]
     scores, errors = _score_each(model, paths, crops, batch_size, "grid", 0, None, progress, "row")
@@ -438,88 +273,20 @@ def score_files(model, paths, crops=9, batch_size=32, progress=False):
     ]
 
 
-def score_value(value):
-    """A float32 score as the float printed everywhere (6 decimals)."""
-    return round(float(value), 6)
+def predict_grid_scores(model, images=None, crop_size=None, num_crops=9, batch_size=32, crops=None):
+    """One score per image: the mean of the model over its test-grid crops.
 
-
-def expand_paths(inputs, extensions=IMAGE_EXTENSIONS):
-    """Expands files, folders (recursively) and glob patterns into file paths.
-
-    Folders and globs contribute files whose extension is in `extensions`
-    (case-insensitive), sorted; files named explicitly are kept whatever their
-    extension; inputs that match nothing are kept as they are, so that
-    `score_files` reports them as missing. Duplicates are dropped.
-
-    Args:
-        inputs: list of str paths, folders or glob patterns (`*`, `?`, `[...]`,
-            `**`).
-        extensions: tuple of lower-case extensions with the dot. Defaults to
-            `IMAGE_EXTENSIONS`.
-
-    Returns:
-        list of str.
-
-    Example:
-    >>> expand_paths(["photos/", "extra/*.png", "one.jpg"])  # doctest: +SKIP
+    Pass `images` (decoded on the fly) or precomputed `crops` from
+    `all_grid_crops`. Uses `model.predict_on_batch` (no TensorFlow).
     """
-    extensions = tuple(e.lower() for e in extensions)
-
-    def wanted(path):
-        return os.path.isfile(path) and os.path.splitext(path)[1].lower() in extensions
-
-    def walk(folder):
-        found = []
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(files) if wanted(os.path.join(root, f))]
-        return found
-
-    out, seen = [], set()
-    for item in inputs:
-        item = os.fspath(item)
-        if os.path.isdir(item):
-            paths = walk(item)
-        elif os.path.exists(item):
-            paths = [item]
-        elif glob.has_magic(item):
-            paths = []
-            for match in sorted(glob.glob(item, recursive=True)):
-                paths += walk(match) if os.path.isdir(match) else ([match] if wanted(match) else [])
-        else:
-            paths = [item]  # missing: becomes an error row
-        for path in paths:
-            if path not in seen:
-                seen.add(path)
-                out.append(path)
-    return out
-
-
-def format_rows(rows, fmt="table"):
-    """Renders `score_files` rows as `"table"`, `"csv"` or `"json"` text.
-
-    Args:
-        rows: list of `{"path", "score"}` / `{"path", "error"}` dicts.
-        fmt: str. `"table"` (aligned columns), `"csv"` (header
-            `path,score,error`) or `"json"` (a list of the row dicts).
-            Defaults to `"table"`.
-
-    Returns:
-        str, without a trailing newline.
-    """
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "score", "error"])
-        for row in rows:
-            writer.writerow([row["path"], f"{row['score']:.6f}" if "score" in row else "", row.get("error", "")])
-        return buffer.getvalue().rstrip("\n")
-    if fmt == "table":
-        cells = [(row["path"], f"{row['score']:.4f}" if "score" in row else "ERROR: " + row["error"]) for row in rows]
-        width = max([len("path")] + [len(p) for p, _ in cells])
-        lines = [f"{'path':<{width}}  score", f"{'-' * width}  {'-' * 5}"]
-        lines += [f"{p:<{width}}  {s}" for p, s in cells]
-        return "\n".join(lines)
-    raise ValueError(f"unknown format {fmt!r}; choose table, csv or json")
+    if crops is None:
+        crop_size = crop_size or model.crop_size
+        crops = all_grid_crops(images, crop_size, num_crops)
+    count, num_crops = crops.shape[:2]
+    if count == 0:
+        return np.zeros((0,), np.float64)
+    flat = crops.reshape((-1,) + crops.shape[2:])
+    out = np.concatenate(
+        [np.asarray(model.predict_on_batch(flat[i : i + batch_size])).reshape(-1) for i in range(0, len(flat), batch_size)]
+    )
+    return out.reshape(count, num_crops).astype(np.float64).mean(axis=1)

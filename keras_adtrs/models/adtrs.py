@@ -224,7 +224,7 @@ class ADTRSModel(keras.Model):
         #: warm-up of `keras_adtrs.training.callbacks.ObjectiveWarmup` sets them.
         self.loss_weight_overrides = {}
         # Not saved: set by the training run. True compiles only the forward and
-        # backward passes with XLA (train_step_tensorflow._xla_gradients).
+        # backward passes with XLA (keras_adtrs.models.step_tensorflow._xla_gradients).
         self.xla_gradients = False
         #: Where the backbone's weights came from (set by `build_adtrs`).
         self.backbone_weights_info = {"requested": None, "source": "random initialisation"}

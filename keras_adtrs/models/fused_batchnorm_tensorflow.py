@@ -11,7 +11,7 @@ step at crop 224 21 % (batch 8) to 37 % (batch 32) faster (README, "Measured her
 inside an instance-level `call` that computes the same thing with the fused
 kernel: the layers, their variables, their config and the `.keras` format are
 unchanged (a saved model loads on any backend; on TensorFlow the training step,
-`train_step_tensorflow.compute_gradients`, switches the layers again). Same
+`keras_adtrs.models.step_tensorflow.compute_gradients`, switches the layers again). Same
 conventions as Keras' own call:
 
 - training (`training=True` and a trainable layer): normalise with the batch's

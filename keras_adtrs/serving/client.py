@@ -33,30 +33,56 @@ the exit status is 1 when any file failed, 2 when the server could not be
 used at all.
 """
 
+import argparse
+import importlib
 import os
+import random
+import sys
+import threading
+import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import grpc
+import numpy as np
 
-import argparse  # noqa: E402
-import random  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+from keras_adtrs import console
+from keras_adtrs.data.images import ImageReadError, expand_paths, load_image
+from keras_adtrs.reporting import format_rows
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 
-from keras_adtrs.inference.scoring import expand_paths, format_rows  # noqa: E402
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    get_model_metadata_pb2,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+class _Protos:
+    """TensorFlow's and TensorFlow Serving's protocol buffers, imported on first use.
+
+    Importing them imports all of TensorFlow; `main()` first silences its
+    start-up log lines (`keras_adtrs.console`), so they load after that.
+    """
+
+    _MODULES = {
+        "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
+        "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
+        "types_pb2": "tensorflow.core.framework.types_pb2",
+        "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
+        "predict_pb2": "tensorflow_serving.apis.predict_pb2",
+        "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
+    }
+
+    def __getattr__(self, name):
+        if name not in self._MODULES:
+            raise AttributeError(name)
+        module = importlib.import_module(self._MODULES[name])
+        setattr(self, name, module)
+        return module
+
+
+pb = _Protos()
+
 
 RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE,)
-_NUMPY_DTYPES = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64}
-_VALUE_FIELDS = {types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val"}
+
+
+def _float_outputs():
+    """Float output dtypes -> `(numpy dtype, TensorProto value field)`."""
+    types = pb.types_pb2
+    return {types.DT_FLOAT: (np.float32, "float_val"), types.DT_DOUBLE: (np.float64, "double_val")}
 
 
 class ServingError(RuntimeError):
@@ -71,24 +97,26 @@ def _status_message(error):
 
 
 def _string_tensor(values):
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
+    shape = pb.tensor_shape_pb2.TensorShapeProto(dim=[pb.tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    return pb.tensor_pb2.TensorProto(dtype=pb.types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
 
 
 def _uint8_tensor(array):
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_UINT8, tensor_shape=shape, tensor_content=np.ascontiguousarray(array, np.uint8).tobytes()
+    shape = pb.tensor_shape_pb2.TensorShapeProto(dim=[pb.tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+    return pb.tensor_pb2.TensorProto(
+        dtype=pb.types_pb2.DT_UINT8, tensor_shape=shape, tensor_content=np.ascontiguousarray(array, np.uint8).tobytes()
     )
 
 
 def _float_values(proto):
     """A float TensorProto (tensor_content or typed values) -> flat float64 array."""
-    if proto.dtype not in _VALUE_FIELDS:
-        raise ServingError(f"output dtype {types_pb2.DataType.Name(proto.dtype)} is not a float type")
+    floats = _float_outputs()
+    if proto.dtype not in floats:
+        raise ServingError(f"output dtype {pb.types_pb2.DataType.Name(proto.dtype)} is not a float type")
+    dtype, field = floats[proto.dtype]
     if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, _NUMPY_DTYPES[proto.dtype]).astype(np.float64)
-    values = np.asarray(getattr(proto, _VALUE_FIELDS[proto.dtype]), np.float64)
+        return np.frombuffer(proto.tensor_content, dtype).astype(np.float64)
+    values = np.asarray(getattr(proto, field), np.float64)
     size = int(np.prod([d.size for d in proto.tensor_shape.dim])) if proto.tensor_shape.dim else values.size
     if values.size == 1 and size > 1:  # TF's compact form repeats a single value
         values = np.repeat(values, size)
@@ -150,7 +178,7 @@ class ServingClient:
             target,
             options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
         )
-        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.stub = pb.prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self._signature = None
         self._lock = threading.Lock()
 
@@ -192,7 +220,7 @@ class ServingClient:
             return self._signature
 
     def _fetch_signature(self):
-        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request = pb.get_model_metadata_pb2.GetModelMetadataRequest()
         request.model_spec.name = self.model_name
         request.metadata_field.append("signature_def")
         try:
@@ -201,7 +229,7 @@ class ServingClient:
             raise ServingError(
                 f"cannot read the metadata of model {self.model_name!r} at {self.target}: {_status_message(error)}"
             ) from error
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        signature_map = pb.get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signature_map):
             raise ServingError("the server's metadata holds no SignatureDefMap")
         if self.signature_name not in signature_map.signature_def:
@@ -211,12 +239,12 @@ class ServingClient:
         if len(signature.inputs) != 1:
             raise ServingError(f"signature {self.signature_name!r} has inputs {sorted(signature.inputs)}; need exactly one")
         (input_name, input_info), = signature.inputs.items()
-        if input_info.dtype not in (types_pb2.DT_STRING, types_pb2.DT_UINT8):
+        if input_info.dtype not in (pb.types_pb2.DT_STRING, pb.types_pb2.DT_UINT8):
             raise ServingError(
-                f"input {input_name!r} is {types_pb2.DataType.Name(input_info.dtype)}; need DT_STRING (encoded "
+                f"input {input_name!r} is {pb.types_pb2.DataType.Name(input_info.dtype)}; need DT_STRING (encoded "
                 "images) or DT_UINT8 (decoded images)"
             )
-        floats = [k for k, v in signature.outputs.items() if v.dtype in _VALUE_FIELDS]
+        floats = [k for k, v in signature.outputs.items() if v.dtype in _float_outputs()]
         if len(floats) != 1:
             raise ServingError(
                 f"signature {self.signature_name!r} has outputs {sorted(signature.outputs)}; need exactly one float output"
@@ -226,10 +254,10 @@ class ServingClient:
     def _predict(self, values):
         """Scores for `values` (bytes, or one same-size uint8 array) in one request."""
         input_name, input_dtype, output_name = self.signature()
-        request = predict_pb2.PredictRequest()
+        request = pb.predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = self.signature_name
-        if input_dtype == types_pb2.DT_STRING:
+        if input_dtype == pb.types_pb2.DT_STRING:
             request.inputs[input_name].CopyFrom(_string_tensor(values))
             count = len(values)
         else:
@@ -254,7 +282,7 @@ class ServingClient:
         """
         results = {}
         input_dtype = self.signature()[1]
-        if input_dtype == types_pb2.DT_UINT8:
+        if input_dtype == pb.types_pb2.DT_UINT8:
             return self._score_decoded(items)
         for batch in self._batches(items):
             self._score_batch(batch, results)
@@ -290,15 +318,13 @@ class ServingClient:
             results[key] = {"score": value}
 
     def _score_decoded(self, items):
-        # uint8 signature: decode here with the shared rule, group by size.
-        from keras_adtrs.data.crops_tensorflow import decode_image
-
+        # uint8 signature: decode here with the shared rule (keras_adtrs.data.images), group by size.
         results, groups = {}, {}
         for key, data in items:
             try:
-                image = decode_image(data).numpy()
-            except Exception as error:  # noqa: BLE001 - reported per file
-                results[key] = {"error": f"cannot decode image: {getattr(error, 'message', error)}"}
+                image = load_image(data, decoder="tensorflow")
+            except ImageReadError as error:
+                results[key] = {"error": f"cannot decode image: {error}"}
                 continue
             groups.setdefault(image.shape, []).append((key, image))
         for group in groups.values():
@@ -375,6 +401,7 @@ def main(argv=None):
     >>> main(["--server", "localhost:8500", "--model", "adtrs", "photos/"])  # doctest: +SKIP
     """
     args = build_parser().parse_args(argv)
+    console.quiet_tensorflow()  # the protocol buffers import TensorFlow
     files = expand_paths(args.paths)
     client = ServingClient(
         args.server,

@@ -1,9 +1,13 @@
-"""Callbacks: per-epoch validation SRCC/PLCC on whole images (crop-grid averages)."""
+"""Callbacks: per-epoch validation SRCC/PLCC on whole images (crop-grid averages), the objective warm-up."""
+
+import warnings
 
 import keras
 import numpy as np
 
 from keras_adtrs import metrics as iqa_metrics
+from keras_adtrs.data.images import load_image
+from keras_adtrs.inference.scoring import image_crops
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -41,8 +45,6 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     def _all_crops(self):
         if self._crops_cache is None:
-            from keras_adtrs.inference.scoring import image_crops, load_image
-
             self._crops_cache = np.stack(
                 [image_crops(load_image(im, i), self.model.crop_size, self.crops) for i, im in enumerate(self.images)]
             )
@@ -57,8 +59,6 @@ class ValidationMetrics(keras.callbacks.Callback):
             [np.asarray(self._predict(flat[i : i + self.batch_size])).reshape(-1) for i in range(0, len(flat), self.batch_size)]
         )
         predictions = out.reshape(len(self.images), self.crops).astype(np.float64).mean(axis=1)
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
             srcc = iqa_metrics.srcc(predictions, self.scores)

@@ -7,25 +7,32 @@
   MirroredStrategy use `Model.fit`; MultiWorkerMirroredStrategy uses
   `custom_loop`, because Keras 3's `fit` fails under it
   (keras-team/keras#20585: "Attempt to convert a value (PerReplica...)").
-  The custom loop runs the same step (`train_step_tensorflow.apply_step`) in
+  The custom loop runs the same step (`keras_adtrs.models.step_tensorflow.apply_step`) in
   `strategy.run` on a `tf.function` over a distributed dataset and drives the
   same callbacks (validation metrics, checkpoints, history CSV, progress).
 
 Under every strategy each replica computes the objective on its own part of
-the global batch; see README "Distributed training".
+the global batch; see docs/distributed.md.
 """
 
 import contextlib
 import json
 import os
 
+import keras
+import tensorflow as tf
+
+from keras_adtrs import console
+from keras_adtrs.data.pipeline_tensorflow import steps_per_epoch as count_steps
+from keras_adtrs.data.pipeline_tensorflow import training_dataset
+from keras_adtrs.models.objective import LOSS_TERM_NAMES
+from keras_adtrs.models.step_tensorflow import apply_step
+
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 def choose_strategy(name):
     """`tf.distribute` strategy by name: auto, none, mirrored or multiworker."""
-    import tensorflow as tf
-
     if name == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -35,18 +42,14 @@ def choose_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
-            raise SystemExit("error: --strategy multiworker needs TF_CONFIG (see README 'Distributed training')")
-        from keras_adtrs import console
-
-        verbose = os.environ.get("KERAS_ADTRS_VERBOSE", "") not in ("", "0")
-        with contextlib.nullcontext() if verbose else console._stderr_silenced():
+            raise SystemExit("error: --strategy multiworker needs TF_CONFIG (see docs/distributed.md)")
+        # Its collective-ops set-up logs through absl before TF_CPP_MIN_LOG_LEVEL applies.
+        with contextlib.nullcontext() if console.verbose_requested() else console.stderr_silenced():
             return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 def is_multi_worker(strategy):
-    import tensorflow as tf
-
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
@@ -78,8 +81,6 @@ def workers_minimum(strategy, value):
     """The smallest of every worker's integer `value` (`value` itself outside multi-worker training)."""
     if not is_multi_worker(strategy):
         return int(value)
-    import tensorflow as tf
-
     local = tf.constant([int(value)], tf.int64)
 
     @tf.function
@@ -94,14 +95,11 @@ def workers_minimum(strategy, value):
 def data_stream(train_src, config, steps, global_step, total_steps):
     """The training batches from global step `global_step` on.
 
-    Batches form one stream of data epochs (`data/pipeline.py`: stateless
+    Batches form one stream of data epochs (`keras_adtrs.data.pipeline_tensorflow`: stateless
     randomness from (seed, epoch, image, crop)); training epoch `e` takes the
     batches `e * steps ... (e + 1) * steps - 1` of it. Starting at any global
     step yields exactly the batches an uninterrupted run sees there.
     """
-    from keras_adtrs.data.pipeline_tensorflow import steps_per_epoch as count_steps
-    from keras_adtrs.data.pipeline_tensorflow import training_dataset
-
     per_data_epoch = count_steps(len(train_src), config.crops_per_image, config.batch_size)
     data_epoch, within = divmod(int(global_step), per_data_epoch)
     end = -(-int(total_steps) // per_data_epoch) + 1
@@ -128,8 +126,6 @@ def train_epochs(model, strategy, make_dataset, steps, epochs, initial_epoch, in
     if is_multi_worker(strategy):
         return custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, initial_step, callbacks,
                            verbose)
-    import keras
-
     history = keras.callbacks.History()
     callbacks = list(callbacks) + [history]
     if initial_step:
@@ -151,18 +147,12 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
     Each worker reads the whole global batch stream and keeps its own replicas'
     slices of every global batch (so the replicas together see exactly the
     global batch `fit` would see on one device). The step is
-    `train_step_tensorflow.apply_step`; the per-term losses are summed over
+    `keras_adtrs.models.step_tensorflow.apply_step`; the per-term losses are summed over
     replicas weighted by their batch sizes and averaged over the epoch, as the
     model's Mean trackers do under `fit`. XLA (`--jit-compile`) compiles the
     forward and backward passes only (`model.xla_gradients`): the step's
     all-reduce cannot be compiled on CPUs.
     """
-    import keras
-    import tensorflow as tf
-
-    from keras_adtrs.models.objective import LOSS_TERM_NAMES
-    from keras_adtrs.models.step_tensorflow import apply_step
-
     names = ("loss",) + LOSS_TERM_NAMES
     replicas = strategy.num_replicas_in_sync
 
@@ -232,7 +222,7 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
 
 
 def tf_config_example(workers=2, port=12345):
-    """A TF_CONFIG per worker (for the README and tests)."""
+    """A TF_CONFIG per worker (for the docs and tests)."""
     hosts = [f"host{i}:{port}" for i in range(workers)]
     return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}) for i in range(workers)]
 
@@ -246,8 +236,6 @@ def make_statistics_sync(model, strategy):
     Averaging them before validation and checkpoints keeps every replica and
     worker identical. Returns None with one replica.
     """
-    import tensorflow as tf
-
     if strategy.num_replicas_in_sync < 2:
         return None
     variables = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
@@ -268,26 +256,21 @@ def make_statistics_sync(model, strategy):
     return sync
 
 
-def _statistics_callback():
-    import keras
+class SyncStatistics(keras.callbacks.Callback):
+    """Averages BatchNorm statistics over replicas at epoch ends (and every N steps)."""
 
-    class SyncStatistics(keras.callbacks.Callback):
-        """Averages BatchNorm statistics over replicas at epoch ends (and every N steps)."""
+    def __init__(self, sync, steps_per_epoch, every_steps=None):
+        super().__init__()
+        self.sync, self.steps, self.every = sync, int(steps_per_epoch), every_steps
+        self.step = 0
 
-        def __init__(self, sync, steps_per_epoch, every_steps=None):
-            super().__init__()
-            self.sync, self.steps, self.every = sync, int(steps_per_epoch), every_steps
-            self.step = 0
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.step += 1
-            if self.every and self.step % self.steps and (self.step % self.steps) % self.every == 0:
-                self.sync()
-
-        def on_epoch_end(self, epoch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every and self.step % self.steps and (self.step % self.steps) % self.every == 0:
             self.sync()
 
-    return SyncStatistics
+    def on_epoch_end(self, epoch, logs=None):
+        self.sync()
 
 
 def statistics_sync_callback(model, strategy, steps_per_epoch, initial_global_step=0, every_steps=None):
@@ -295,6 +278,6 @@ def statistics_sync_callback(model, strategy, steps_per_epoch, initial_global_st
     sync = make_statistics_sync(model, strategy)
     if sync is None:
         return None
-    callback = _statistics_callback()(sync, steps_per_epoch, every_steps)
+    callback = SyncStatistics(sync, steps_per_epoch, every_steps)
     callback.step = int(initial_global_step)
     return callback

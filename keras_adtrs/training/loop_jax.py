@@ -11,8 +11,10 @@ module it uses imports TensorFlow.
 Differences from the TensorFlow run, by necessity:
 
 - training crops come from numpy generators, not TensorFlow's stateless RNG
-  (same rules, other draws); images are decoded with PIL (JPEG pixels may
-  differ from TensorFlow's by a few levels);
+  (same rules, other draws); images are decoded with Pillow and cropped in
+  numpy (`keras_adtrs.data.images`, `keras_adtrs.data.crops`: JPEG pixels may
+  differ from TensorFlow's by a few levels), for training, validation and
+  test alike;
 - data sets: `default`, `live_challenge` (the release folder via
   `manual_dir`, read without TFDS: the same examples in the same order) and
   `csv` (the other public sets are TFDS builders, which need TensorFlow);
@@ -30,15 +32,14 @@ when keras was already imported on another backend).
 import dataclasses
 import sys
 import time
-import warnings
 
 import keras
 import numpy as np
 
-from keras_adtrs import metrics as iqa_metrics
-from keras_adtrs.data.pipeline_numpy import TrainingCrops, all_grid_crops, predict_grid_scores
+from keras_adtrs.data.pipeline_numpy import TrainingCrops
 from keras_adtrs.data.registry import load_source
-from keras_adtrs.training.callbacks import ObjectiveWarmup
+from keras_adtrs.inference.scoring import score
+from keras_adtrs.training.callbacks import ObjectiveWarmup, ValidationMetrics
 from keras_adtrs.training.config import TrainConfig, resolve_defaults
 from keras_adtrs.training.run import (
     build_model,
@@ -50,25 +51,6 @@ from keras_adtrs.training.run import (
     training_steps,
 )
 from keras_adtrs.training.run_dir import RunDir
-
-
-class ValidationMetricsNumpy(keras.callbacks.Callback):
-    """Logs `val_srcc` / `val_plcc` from precomputed grid crops at each epoch end."""
-
-    def __init__(self, crops, scores, batch_size=64):
-        super().__init__()
-        self.crops, self.scores, self.batch_size = crops, scores, batch_size
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None or len(self.crops) == 0:
-            return
-        predictions = predict_grid_scores(self.model, crops=self.crops, batch_size=self.batch_size)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
-            srcc = iqa_metrics.srcc(predictions, self.scores)
-            plcc = iqa_metrics.plcc(predictions, self.scores)
-        logs["val_srcc"] = -1.0 if np.isnan(srcc) else float(srcc)
-        logs["val_plcc"] = -1.0 if np.isnan(plcc) else float(plcc)
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -145,8 +127,7 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     if config.warmup_epochs:
         callbacks.append(ObjectiveWarmup(config.warmup_epochs))
     if has_validation:
-        val_crops = all_grid_crops(val_src.images, config.crop_size, config.test_crops)
-        callbacks.append(ValidationMetricsNumpy(val_crops, val_src.scores))
+        callbacks.append(ValidationMetrics(val_src.images, val_src.scores, crops=config.test_crops))
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path, monitor="val_srcc", mode="max", save_best_only=True))
     else:
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path))
@@ -198,5 +179,5 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     }
     return test_and_report(
         run, model, best, parts,
-        lambda m, images: predict_grid_scores(m, images, config.crop_size, config.test_crops), results, say,
+        lambda m, images: score(m, images, crops=config.test_crops, batch_size=config.score_batch_size), results, say,
     )
