@@ -31,7 +31,7 @@ counts in PyTorch; needs torch) and prints the ratios.
 `tf.function` for inference, `fit`'s compiled step for training), `eager`
 (a plain `model(x)` call; `run_eagerly=True` for training) or `xla`
 (`jit_compile=True`). Comparing them (and runs at other commits) is how the
-before/after table in the README was made.
+before/after table in docs/benchmarks.md was made.
 """
 
 import argparse
@@ -41,6 +41,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from keras_adtrs.console import quiet_tensorflow
 
 FORWARD_GFLOP_224 = 8.2  # ResNet50 at 224; the ADTRS block and head add ~2%
 MODES = (
@@ -189,12 +191,10 @@ def main(argv=None):
     parser.add_argument("--jit-compile", action="store_true", help="same as --execution xla")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.jit_compile:
         args.execution = "xla"
     if args.child:
-        import keras_adtrs  # noqa: F401  (quiet start-up)
-
+        quiet_tensorflow()
         child(args.child[0], int(args.child[1]), args.crop_size, args.repeats, args.train_steps, args.execution)
         return 0
     if args.torch_baseline:
@@ -202,8 +202,7 @@ def main(argv=None):
 
         if importlib.util.find_spec("torch") is None:
             parser.error("--torch-baseline needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu")
-    import keras_adtrs  # noqa: F401
-
+    quiet_tensorflow()
     ceiling, _ = matmul_ceiling_gflops()
     gflop = FORWARD_GFLOP_224 * (args.crop_size / 224) ** 2
     rows = []

@@ -12,8 +12,9 @@
   noise (libjpeg's warnings on broken files, TensorFlow's log lines).
 - `stderr_silenced()`: file descriptor 2 to /dev/null for a block.
 
-The commands call `quiet_tensorflow` and `one_line_warnings` first thing in
-their `main()`; the library never changes logging on import.
+The commands call `quiet_tensorflow` in their `main()` before they import the
+library (`train` and `evaluate` also `one_line_warnings`); the library never
+changes logging, and importing it changes nothing.
 """
 
 import contextlib

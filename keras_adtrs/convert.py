@@ -6,12 +6,15 @@ for `.npz` state dicts; `.pth`/`.pt` checkpoints need torch)::
     python -m keras_adtrs.convert CKPT.pth --output model.keras
     python -m keras_adtrs.convert weights.npz --output model.keras \\
         --input-normalization none
+
+The library is imported in `main()`, after `keras_adtrs.console` has quieted
+TensorFlow's start-up.
 """
 
 import argparse
 import sys
 
-from keras_adtrs.models.conversion import from_torch_state_dict, load_state_dict
+from keras_adtrs import console
 
 
 def build_parser():
@@ -39,6 +42,9 @@ def main(argv=None):
     if not args.output.endswith(".keras"):
         print(f"error: --output must end with .keras, got {args.output}", file=sys.stderr)
         return 2
+    console.quiet_tensorflow()
+    from keras_adtrs.models.conversion import from_torch_state_dict, load_state_dict
+
     try:
         state_dict = load_state_dict(args.checkpoint)
         normalization = None if args.input_normalization == "none" else args.input_normalization

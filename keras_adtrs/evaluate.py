@@ -15,6 +15,9 @@ python -m keras_adtrs.evaluate --model runs/default-20250101-120000/model.keras
 python -m keras_adtrs.evaluate --model model.keras --dataset koniq10k --data-dir ~/tensorflow_datasets \\
     --split test --crops 9 --output-dir eval
 ```
+
+The library is imported in `main()`, after `keras_adtrs.console` has quieted
+TensorFlow's start-up.
 """
 
 import argparse
@@ -113,12 +116,10 @@ def main(argv=None):
     )
 
     console.quiet_tensorflow()
-    import keras
-
-    import keras_adtrs  # noqa: F401  (registers the model's classes)
     from keras_adtrs.data.registry import load_source
     from keras_adtrs.data.splits import split_by_group
     from keras_adtrs.inference.evaluation import evaluate_model, format_metrics_table, scatter_plot
+    from keras_adtrs.models import LOAD_ERRORS, load_model
     from keras_adtrs.models.folding import folded_for_inference
 
     try:
@@ -140,8 +141,8 @@ def main(argv=None):
         return 2
 
     try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
+        model = load_model(args.model)
+    except LOAD_ERRORS as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return 2
     model = folded_for_inference(model)  # same scores up to float rounding, faster

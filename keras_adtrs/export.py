@@ -5,23 +5,23 @@ The export itself is `keras_adtrs.serving.export.export_model`::
     python -m keras_adtrs.export --model M.keras --export-dir DIR \\
         [--name adtrs] [--version N] [--crops 9] [--max-pixels 40000000] [--overwrite]
         [--no-fold-batchnorm]
+
+The library is imported in `main()`, after `keras_adtrs.console` has quieted
+TensorFlow's start-up.
 """
 
+import argparse
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-
-from keras_adtrs.serving.export import (  # noqa: E402
+from keras_adtrs import console
+from keras_adtrs.serving.signatures import (
     BYTES_INPUT,
     DEFAULT_MAX_PIXELS,
     DEFAULT_SIGNATURE,
     IMAGES_INPUT,
     IMAGES_SIGNATURE,
     SCORE_OUTPUT,
-    export_model,
 )
 
 
@@ -60,13 +60,13 @@ def main(argv=None):
     if not os.path.isfile(args.model):
         print(f"error: no such model file: {args.model}", file=sys.stderr)
         return 2
-    import keras
-
-    import keras_adtrs  # noqa: F401  (registers the custom classes)
+    console.quiet_tensorflow()
+    from keras_adtrs.models import LOAD_ERRORS, load_model
+    from keras_adtrs.serving.export import export_model
 
     try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as error:
+        model = load_model(args.model)
+    except LOAD_ERRORS as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
     try:

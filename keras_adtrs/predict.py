@@ -12,13 +12,18 @@ Example:
 ```
 python -m keras_adtrs.predict photos/ extra/*.png --model model.keras --format json
 ```
+
+The library is imported in `main()`, after `keras_adtrs.console` has quieted
+TensorFlow's start-up.
 """
 
 import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_adtrs import console
+from keras_adtrs.data.images import expand_paths
+from keras_adtrs.reporting import format_rows
 
 
 def build_parser():
@@ -46,26 +51,21 @@ def main(argv=None):
     if not os.path.isfile(args.model):
         parser.error(f"--model {args.model}: no such file")
 
-    from keras_adtrs.data.images import expand_paths
-    from keras_adtrs.inference.scoring import score_files
-    from keras_adtrs.reporting import format_rows
-
     paths = expand_paths(args.paths)
     if not paths:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 1
 
-    import keras
-
-    import keras_adtrs  # noqa: F401  (registers the model's classes)
-
-    try:
-        model = keras.saving.load_model(args.model, compile=False)
-    except Exception as exc:  # noqa: BLE001 (any load failure is reported, not traced)
-        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
-        return 2
+    console.quiet_tensorflow()
+    from keras_adtrs.inference.scoring import score_files
+    from keras_adtrs.models import LOAD_ERRORS, load_model
     from keras_adtrs.models.folding import folded_for_inference
 
+    try:
+        model = load_model(args.model)
+    except LOAD_ERRORS as exc:
+        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+        return 2
     model = folded_for_inference(model)  # same scores up to float rounding, faster
     rows = score_files(model, paths, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress)
     print(format_rows(rows, args.format))

@@ -14,10 +14,10 @@ cells = [
         "Set `KERAS_ADTRS_NOTEBOOK_SMOKE=1` to shrink everything to a tiny size (CI runs it that way)."
     ),
     new_code_cell(
-        "import keras_adtrs  # first: it imports TensorFlow without its start-up log lines\n"
         "import os, tempfile, time\n"
         "import numpy as np\n"
         "import keras\n"
+        "import keras_adtrs\n"
         "from keras_adtrs.data.registry import load_source\n"
         "from keras_adtrs.data.splits import split_by_group\n"
         "from keras_adtrs.data.pipeline_tensorflow import training_dataset, steps_per_epoch\n"
@@ -27,7 +27,7 @@ cells = [
         "CROP = 64\n"
         "EPOCHS = 1 if SMOKE else 8\n"
         "CROPS_PER_IMAGE = 1 if SMOKE else 2\n"
-        "WARMUP_EPOCHS = 0 if SMOKE else 3  # quality terms only at first (see README)\n"
+        "WARMUP_EPOCHS = 0 if SMOKE else 3  # quality terms only at first (see docs/training.md)\n"
         "TEST_CROPS = 1 if SMOKE else 9\n"
         "BATCH = 8 if SMOKE else 16\n"
         "# Outputs (model, export, plots): KERAS_ADTRS_NOTEBOOK_OUT, or a new temporary folder.\n"

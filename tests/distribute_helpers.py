@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_ADTRS_OFFLINE", "1")
 
 

@@ -5,21 +5,14 @@ initialises them); prints one JSON line prefixed `RESULT `.
 """
 
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
-import keras  # noqa: E402
-
-import keras_adtrs  # noqa: E402
-from keras_adtrs.training.distribute import choose_strategy  # noqa: E402
+import keras_adtrs
+from keras_adtrs.training.distribute import choose_strategy
 
 NO_RANKING = {"ranking": 0.0, "ranking_consistency": 0.0}
 
@@ -46,6 +39,9 @@ def first_step(model, images, labels):
 
 
 def main():
+    # Two logical CPUs, before TensorFlow initialises its devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")
     labels = np.linspace(10, 90, 8).astype("float32")[rng.permutation(8)]

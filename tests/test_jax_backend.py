@@ -209,6 +209,26 @@ def test_jax_trained_keras_file_loads_on_tensorflow_and_exports(jax_cross_backen
     assert "EXPORTED" in out
 
 
+JAX_SCORE_WITHOUT_IMPORTING_TENSORFLOW = """
+model = build()
+images = [np.random.default_rng(1).integers(0, 256, (80, 70, 3), dtype=np.uint8), "probe.png"]
+from PIL import Image
+Image.fromarray(np.random.default_rng(2).integers(0, 256, (50, 90, 3), dtype=np.uint8)).save("probe.png")
+scores = keras_adtrs.score(model, images, crops=2, batch_size=4)
+random_crops = keras_adtrs.score(model, images, crops=2, crop_mode="random", seed=3)
+assert scores.shape == random_crops.shape == (2,) and np.isfinite(scores).all()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets"))
+assert not loaded, loaded
+print("NO-TENSORFLOW-OK")
+"""
+
+
+def test_jax_build_and_score_do_not_import_tensorflow(tmp_path):
+    """Under KERAS_BACKEND=jax, building and scoring a model never import TensorFlow, although it is
+    installed (decoding in Pillow, crops in numpy). (Keras' own `model.save` imports it when installed.)"""
+    assert "NO-TENSORFLOW-OK" in run_python(JAX_SCORE_WITHOUT_IMPORTING_TENSORFLOW, "jax", tmp_path)
+
+
 # ------------------------------------------------------------------ training run without TensorFlow
 JAX_TRAINING_RUN = """
 import csv, os

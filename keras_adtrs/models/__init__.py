@@ -10,7 +10,7 @@ Inside the package imports run one way: `adtrs` (the model) imports `layers`,
 trains; `folding` and `conversion` import the model.
 """
 
-from keras_adtrs.models.adtrs import ADTRSModel, build_adtrs, build_adtrs_network, load_model
+from keras_adtrs.models.adtrs import LOAD_ERRORS, ADTRSModel, build_adtrs, build_adtrs_network, load_model
 from keras_adtrs.models.layers import (
     AttentionDownsample,
     ChannelL2Normalize,
@@ -22,6 +22,7 @@ from keras_adtrs.models.layers import (
 
 __all__ = [
     "ADTRSModel",
+    "LOAD_ERRORS",
     "AttentionDownsample",
     "ChannelL2Normalize",
     "InputNormalization",

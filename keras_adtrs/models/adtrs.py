@@ -6,6 +6,8 @@ trains with the ADTRS objective (`keras_adtrs.models.objective`) built into its
 `train_step`: `model.compile(optimizer=...)` is enough for `fit`.
 """
 
+import zipfile
+
 import keras
 import numpy as np
 from keras import ops
@@ -410,6 +412,11 @@ def build_adtrs(
     )
     model.backbone_weights_info = load_backbone_weights(model, backbone_weights)
     return model
+
+
+#: What `load_model` raises for a file that is not a loadable model (not a
+#: zip, no config.json, an unknown class, unreadable): the commands report them.
+LOAD_ERRORS = (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile)
 
 
 def load_model(path, compile=False, **kwargs):

@@ -47,6 +47,7 @@ import numpy as np
 from keras_adtrs import console
 from keras_adtrs.data.images import ImageReadError, expand_paths, load_image
 from keras_adtrs.reporting import format_rows
+from keras_adtrs.serving.signatures import DEFAULT_SIGNATURE
 
 
 class _Protos:
@@ -153,7 +154,7 @@ class ServingClient:
         self,
         target,
         model_name,
-        signature_name="serving_default",
+        signature_name=DEFAULT_SIGNATURE,
         timeout=10.0,
         max_retries=3,
         batch_size=16,
@@ -382,7 +383,7 @@ def build_parser():
     )
     parser.add_argument("--server", required=True, help="HOST:PORT of the gRPC port (TF Serving: 8500)")
     parser.add_argument("--model", required=True, help="served model name")
-    parser.add_argument("--signature", default="serving_default", help="signature name (default: serving_default)")
+    parser.add_argument("--signature", default=DEFAULT_SIGNATURE, help=f"signature name (default: {DEFAULT_SIGNATURE})")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format, as predict (default: table)")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds (default: 10)")
     parser.add_argument("--retries", type=int, default=3, help="retries of UNAVAILABLE calls (default: 3)")

@@ -44,16 +44,18 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from keras_adtrs.data.crops_tensorflow import grid_crops
 from keras_adtrs.data.images import decode_image_tensor
 from keras_adtrs.models.folding import folded_for_inference
+from keras_adtrs.serving.signatures import (
+    BYTES_INPUT,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SIGNATURE,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    METADATA_FILE,
+    SCORE_OUTPUT,
+    WARMUP_FILE,
+)
 from keras_adtrs.version import __version__
 
-DEFAULT_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "serving_images"
-BYTES_INPUT = "image_bytes"
-IMAGES_INPUT = "images"
-SCORE_OUTPUT = "score"
-WARMUP_FILE = "tf_serving_warmup_requests"
-METADATA_FILE = "adtrs_export.json"
-DEFAULT_MAX_PIXELS = 40_000_000
 
 
 # ----------------------------------------------------------------- versions
