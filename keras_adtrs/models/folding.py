@@ -7,8 +7,8 @@ convolution: `kernel * s` and `(bias - mean) * s + beta` with
 `s = gamma / sqrt(var + eps)`. Keras computes the normalisation as separate
 multiply and add ops over the whole feature map; TensorFlow's graph optimiser
 cannot fuse those into the convolution, but it does fuse a convolution with its
-bias and ReLU. On this project's 2-core CPU, folding the backbone's 53 pairs
-made the SavedModel at crop 224 13-14 % faster (README, "Measured here").
+bias and ReLU, so folding the backbone's 53 pairs makes inference faster (the
+measured gain, machine and command are in docs/benchmarks.md).
 
 `fold_batchnorm(model)` returns a folded *copy* for scoring and serving; the
 model passed in is not touched. The copy:

@@ -4,8 +4,8 @@ Keras 3's `BatchNormalization` computes, on every backend, the batch moments
 and the normalisation as separate ops (`ops.moments`, `ops.batch_normalization`).
 On TensorFlow that is several memory-bound passes per layer and as many in the
 gradient; `tf.compat.v1.nn.fused_batch_norm` (FusedBatchNormV3) does each
-direction in one kernel. On this project's 2-core CPU it made the ADTRS training
-step at crop 224 21 % (batch 8) to 37 % (batch 32) faster (README, "Measured here").
+direction in one kernel, which makes the training step faster (the measured
+gain, machine and command are in docs/benchmarks.md).
 
 `use_fused_batchnorm(layer_or_model)` gives every plain `BatchNormalization`
 inside an instance-level `call` that computes the same thing with the fused

@@ -5,7 +5,7 @@ never imports the model (it takes it as an argument).
 
 Under a `tf.distribute` strategy each replica computes the objective on its
 own part of the global batch (so the ranking margins come from that part,
-see README "Distributed training"); the total is divided by the number of
+see docs/distributed.md); the total is divided by the number of
 replicas before the gradient, so that the all-reduced (summed) gradient is
 the gradient of the mean over replicas. Trackers record unscaled values.
 """

@@ -27,7 +27,7 @@ BatchNorm layers folded).
 
 By default the SavedModel serves a copy of the model with the backbone's
 BatchNorm folded into its convolutions (`keras_adtrs.models.folding`):
-the same scores up to float rounding, 13-14 % faster on this project's CPU.
+the same scores up to float rounding, and faster (docs/benchmarks.md).
 
 The command line is `python -m keras_adtrs.export`.
 """
@@ -301,7 +301,7 @@ def export_model(
             `None`.
         fold_batchnorm: bool. Serve a copy with the backbone's BatchNorm
             folded into its convolutions (`keras_adtrs.fold_batchnorm`: the
-            same scores up to float rounding, 13-14 % faster on CPU); `model`
+            same scores up to float rounding, faster: docs/benchmarks.md); `model`
             itself is not changed. Defaults to `True`.
 
     Returns:

@@ -70,14 +70,12 @@ class ValidationMetrics(keras.callbacks.Callback):
 class ObjectiveWarmup(keras.callbacks.Callback):
     """Trains the first `epochs` epochs on the quality terms only.
 
-    From random backbone weights, measured on the default set (crop 64,
-    Adam 1e-3, 150 steps of batch 16): the quality terms alone reached
-    validation SRCC 0.52; with the ranking terms 0.05 to 0.09; with the
-    position-by-position self-consistency term (and no ranking) the quality
-    loss did not move in 400 steps. Each batch's extreme crops get a gradient
-    of about 0.55 from the ranking terms against 1/B from the quality term,
-    and the consistency term pulls the random layer-4 maps towards mirror
-    symmetry, before the network can tell images apart. This callback sets
+    From random backbone weights the full objective hardly trains at first
+    (the runs that showed it are in docs/benchmarks.md): each batch's extreme
+    crops get a gradient of about 0.55 from the ranking terms against 1/B
+    from the quality term, and the position-by-position consistency term
+    pulls the random layer-4 maps towards mirror symmetry, before the network
+    can tell images apart. This callback sets
     the ranking, ranking-consistency and consistency weights to 0 (through
     `model.loss_weight_overrides`, which is not saved) for the first
     `epochs` epochs, then restores the model's own weights and retraces the
