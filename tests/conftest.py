@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_ADTRS_DOWNLOAD_TIMEOUT", "5")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+#: Fixtures kept in the repository (see tests/testdata/README.md).
+TESTDATA = REPO / "tests" / "testdata"
 
 
 def shared_dir():

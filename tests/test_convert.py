@@ -6,29 +6,16 @@ same weights with numpy alone, convert them and compare intermediates.
 """
 
 import json
-import os
-import pathlib
 
 import numpy as np
 import pytest
 
+from conftest import TESTDATA
 from keras_adtrs import convert as convert_command
 from keras_adtrs.models import conversion as convert
 from keras_adtrs.models.layers import attention_bias_index
 
-
-def _shared_reference():
-    """`$KERAS_ADTRS_SHARED` (the shared folder or its `reference/`), else `../shared`."""
-    name = "adtrs_torch_reference.json"
-    root = os.environ.get("KERAS_ADTRS_SHARED")
-    if root and (pathlib.Path(root) / name).is_file():
-        return pathlib.Path(root) / name
-    base = pathlib.Path(root) if root else pathlib.Path(__file__).resolve().parents[2] / "shared"
-    return base / "reference" / name
-
-
-REFERENCE = _shared_reference()
-pytestmark = pytest.mark.skipif(not REFERENCE.is_file(), reason=f"no fixture at {REFERENCE}")
+REFERENCE = TESTDATA / "adtrs_torch_reference.json"
 
 # Our intermediate name -> the fixture's (authors') name.
 COMPARED = {

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import keras_adtrs.data.tfds as kd
+from conftest import shared_dir
 from keras_adtrs.data.registry import load_source
 from keras_adtrs.data.tfds import _common
 from keras_adtrs.data.tfds.csiq import csiq_dataset_builder
@@ -20,7 +21,8 @@ from keras_adtrs.data.tfds.sources import ReleaseMismatchError, official_split
 from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder
 
 HERE = os.path.dirname(os.path.abspath(kd.__file__))
-CLIVE_DEV = "/work/shared/data/clive_dev/ChallengeDB_release"
+#: The real LIVE-C subset in ../shared (tests that need it skip when ../shared is absent).
+CLIVE_DEV = str(shared_dir() / "data" / "clive_dev" / "ChallengeDB_release")
 
 
 def _dummy(name):
