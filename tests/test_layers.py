@@ -1,22 +1,12 @@
-"""Custom layers: shapes, numerics against numpy, config round trips, .keras saving."""
+"""Custom layers: numerics against numpy, and `run_layer_test` (shapes, config round trip, .keras saving)."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-import keras_adtrs  # noqa: F401
 from keras_adtrs.models import layers as L
 from keras_adtrs.models.layers import attention_bias_index
-
-
-def roundtrip(layer):
-    config = layer.get_config()
-    clone = layer.__class__.from_config(config)
-    assert clone.get_config() == config
-    for key in config:
-        if key not in ("name", "trainable", "dtype"):
-            assert getattr(clone, key) == getattr(layer, key), key
-    return clone
+from layer_test_case import run_layer_test
 
 
 @pytest.mark.parametrize("mode", ["caffe", "torch", None])
@@ -31,7 +21,7 @@ def test_input_normalization(mode):
     else:
         expected = (x / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
-    roundtrip(layer)
+    run_layer_test(L.InputNormalization, {"mode": mode}, x, (2, 4, 4, 3))
     with pytest.raises(ValueError, match="input normalization"):
         L.InputNormalization("imagenet")
 
@@ -43,7 +33,7 @@ def test_channel_l2_normalize():
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     np.testing.assert_allclose(out, x / np.maximum(norms, 1e-12), rtol=1e-5, atol=1e-7)
     assert np.all(out[0, 0, 0] == 0)
-    roundtrip(L.ChannelL2Normalize(epsilon=1e-6))
+    run_layer_test(L.ChannelL2Normalize, {"epsilon": 1e-6}, x, (2, 3, 3, 5))
 
 
 def test_l2_pooling_matches_numpy():
@@ -57,7 +47,7 @@ def test_l2_pooling_matches_numpy():
             expected += kernel[i, j] * padded[:, i : i + 6, j : j + 5, :]
     np.testing.assert_allclose(out, np.sqrt(expected + 1e-12), rtol=1e-5, atol=1e-6)
     assert kernel.sum() == pytest.approx(1.0)
-    roundtrip(L.L2Pooling())
+    run_layer_test(L.L2Pooling, {}, x, (2, 6, 5, 3))
 
 
 def test_top_left_average_pooling():
@@ -66,13 +56,13 @@ def test_top_left_average_pooling():
     np.testing.assert_allclose(out, x[:, :4, :4].mean(axis=(1, 2)))
     small = keras.ops.convert_to_numpy(L.TopLeftAveragePooling(4)(x[:, :2, :2]))
     np.testing.assert_allclose(small, x[:, :2, :2].mean(axis=(1, 2)))
-    roundtrip(L.TopLeftAveragePooling(3))
+    run_layer_test(L.TopLeftAveragePooling, {"window": 3}, x, (2, 3))
 
 
 def test_score_affine():
     out = keras.ops.convert_to_numpy(L.ScoreAffine(2.0, 5.0)(np.array([[1.0], [-1.0]], "float32")))
     np.testing.assert_allclose(out, [7.0, 3.0])
-    roundtrip(L.ScoreAffine(3.5, -1.0))
+    run_layer_test(L.ScoreAffine, {"scale": 3.5, "offset": -1.0}, np.array([[1.0], [-2.0], [0.5]], "float32"), (3,))
 
 
 def test_attention_bias_index_matches_closed_form():
@@ -144,17 +134,19 @@ def test_attention_downsample_matches_numpy(grid):
     np.testing.assert_allclose(out, numpy_attention_downsample(layer, x.astype(np.float64)), rtol=1e-4, atol=1e-4)
 
 
-def test_attention_downsample_config_and_full_size_shapes():
+def test_attention_downsample_layer_test_and_full_size_shapes():
+    x = np.random.default_rng(5).normal(size=(2, 5, 5, 16)).astype("float32")
+    kwargs = {"num_heads": 2, "key_dim": 4, "attn_ratio": 2, "batchnorm_momentum": 0.95, "batchnorm_epsilon": 1e-3}
+    run_layer_test(L.AttentionDownsample, kwargs, x, (2, 3, 3, 16), atol=1e-5)
     layer = L.AttentionDownsample(batchnorm_momentum=0.95)
     assert layer.compute_output_shape((None, 7, 7, 3840)) == (None, 4, 4, 3840)
-    clone = roundtrip(layer)
-    out = clone(np.zeros((1, 7, 7, 3840), "float32"))
+    out = layer(np.zeros((1, 7, 7, 3840), "float32"))
     assert tuple(out.shape) == (1, 4, 4, 3840)
-    params = sum(int(np.prod(v.shape)) for v in clone.trainable_weights)
+    params = sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
     assert 9.5e6 < params < 10.2e6  # "about 9.9M in the block"
 
 
-def test_layers_save_and_load_in_a_keras_file(tmp_path):
+def test_layers_save_and_load_together_in_a_keras_file(tmp_path):
     inputs = keras.Input((8, 8, 16))
     x = L.ChannelL2Normalize()(inputs)
     x = L.L2Pooling()(x)
@@ -172,8 +164,6 @@ def test_layers_save_and_load_in_a_keras_file(tmp_path):
 
 def test_fused_batchnorm_matches_keras_batchnorm():
     """TensorFlow's fused kernel (used after `compile` on TensorFlow) computes Keras' BatchNormalization."""
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the fused kernel is TensorFlow's")
     import tensorflow as tf
