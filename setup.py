@@ -4,6 +4,17 @@ import re
 from setuptools import find_packages, setup
 
 here = pathlib.Path(__file__).parent
+
+#: One console script per command (`python -m keras_adtrs.<command>` does the same).
+CONSOLE_SCRIPTS = [
+    "adtrs-train=keras_adtrs.train:main",
+    "adtrs-evaluate=keras_adtrs.evaluate:main",
+    "adtrs-predict=keras_adtrs.predict:main",
+    "adtrs-export=keras_adtrs.export:main",
+    "adtrs-convert=keras_adtrs.convert:main",
+    "adtrs-serving-client=keras_adtrs.serving.client:main",
+    "keras-adtrs-train=keras_adtrs.train:main",  # the first name, kept as an alias
+]
 version = re.search(r'__version__ = "([^"]+)"', (here / "keras_adtrs" / "version.py").read_text()).group(1)
 
 setup(
@@ -16,7 +27,15 @@ setup(
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["keras_adtrs", "keras_adtrs.*"]),
     include_package_data=True,
-    package_data={"keras_adtrs": ["data/tfds/*/dummy_data/**/*", "data/tfds/*/*.txt", "data/tfds/*/*.tsv"]},
+    package_data={
+        "keras_adtrs": [
+            "data/tfds/*/dummy_data/**/*",
+            "data/tfds/*/*.txt",
+            "data/tfds/*/*.tsv",
+            "data/tfds/*/*.md",
+            "data/tfds/*/*.bib",
+        ]
+    },
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "tensorboard>=2.20",
@@ -35,5 +54,5 @@ setup(
         "jax": ["jax>=0.4.34"],
         "torch": ["torch>=2.1"],
     },
-    entry_points={"console_scripts": ["keras-adtrs-train=keras_adtrs.train:main"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -47,3 +47,31 @@ def test_keras_imported_first_registers_the_classes():
         "assert keras.saving.get_registered_object('keras_adtrs>ADTRSModel') is keras_adtrs.ADTRSModel\n"
         "assert keras.saving.get_registered_object('keras_adtrs>ScoreAffine') is keras_adtrs.ScoreAffine\n"
     )
+
+
+def _console_scripts():
+    """`CONSOLE_SCRIPTS` of setup.py, read without running it."""
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CONSOLE_SCRIPTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py defines no CONSOLE_SCRIPTS")
+
+
+def test_console_scripts_point_at_each_command_main(capsys):
+    import importlib
+
+    scripts = dict(entry.split("=") for entry in _console_scripts())
+    assert set(scripts) == {"adtrs-train", "adtrs-evaluate", "adtrs-predict", "adtrs-export", "adtrs-convert",
+                            "adtrs-serving-client", "keras-adtrs-train"}
+    assert scripts["keras-adtrs-train"] == scripts["adtrs-train"]
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        main = getattr(importlib.import_module(module), function)
+        assert callable(main), name
+        with pytest.raises(SystemExit) as exit_:
+            main(["--help"])
+        assert exit_.value.code == 0, name
+        assert "usage:" in capsys.readouterr().out, name
