@@ -144,3 +144,57 @@ def test_local_backbone_weights_file(tiny_model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert keras_adtrs.build_adtrs(crop_size=64, backbone_weights="none").backbone_weights_info["requested"] is None
+
+
+def _rename_modules(config, renames, counts):
+    """Rewrites every `"module"` entry of a saved config (recursively) by `renames`."""
+    if isinstance(config, dict):
+        if config.get("module") in renames:
+            counts[config["module"]] = counts.get(config["module"], 0) + 1
+            config["module"] = renames[config["module"]]
+        for value in config.values():
+            _rename_modules(value, renames, counts)
+    elif isinstance(config, list):
+        for value in config:
+            _rename_modules(value, renames, counts)
+
+
+def _with_old_module_paths(path, old_path, counts):
+    """Copies a `.keras` file, its config's "module" entries rewritten to the paths before the layout move."""
+    import zipfile
+
+    renames = {"keras_adtrs.models.adtrs": "keras_adtrs.model", "keras_adtrs.models.layers": "keras_adtrs.layers"}
+    with zipfile.ZipFile(path) as archive:
+        assert {"config.json", "metadata.json", "model.weights.h5"} <= set(archive.namelist())
+        config = json.loads(archive.read("config.json"))
+        _rename_modules(config, renames, counts)
+        with zipfile.ZipFile(old_path, "w") as old:
+            old.writestr("config.json", json.dumps(config))
+            for name in ("metadata.json", "model.weights.h5"):
+                old.writestr(name, archive.read(name))
+    return config
+
+
+def test_keras_file_saved_before_the_layout_move_still_loads(tiny_model, tmp_path):
+    """`.keras` files whose configs name the old modules (keras_adtrs.model, keras_adtrs.layers) load:
+    classes are found by their registered names ("keras_adtrs>ClassName"), which never changed."""
+    counts = {}
+    tiny_model.save(tmp_path / "model.keras")
+    config = _with_old_module_paths(tmp_path / "model.keras", tmp_path / "old_model.keras", counts)
+    assert config["module"] == "keras_adtrs.model" and config["registered_name"] == "keras_adtrs>ADTRSModel"
+    # The network (a functional model of our layers) names keras_adtrs.layers for each custom layer.
+    keras.saving.save_model(tiny_model.network, tmp_path / "network.keras")
+    _with_old_module_paths(tmp_path / "network.keras", tmp_path / "old_network.keras", counts)
+    assert counts == {"keras_adtrs.models.adtrs": 1, "keras_adtrs.models.layers": counts["keras_adtrs.models.layers"]}
+    assert counts["keras_adtrs.models.layers"] >= 10, counts  # every custom layer of the graph
+
+    crops = random_crops(4, seed=5)
+    expected = np.asarray(tiny_model.predict(crops, verbose=0))
+    assert np.std(expected) > 1e-3  # the random score head: scores differ across inputs
+    for load in (keras_adtrs.load_model, keras.saving.load_model):
+        loaded = load(tmp_path / "old_model.keras")
+        assert isinstance(loaded, ADTRSModel)
+        np.testing.assert_allclose(loaded.predict(crops, verbose=0), expected, rtol=1e-6, atol=1e-5)
+        network = load(tmp_path / "old_network.keras")
+        scores = keras.ops.convert_to_numpy(network(crops, training=False)["score"])
+        np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-5)
