@@ -22,11 +22,12 @@ ds = builder.as_dataset(split="train")  # {"image", "score", "score_std", "file_
 ```
 """
 
-from keras_adtrs.data.tfds.csiq import csiq_dataset_builder as csiq  # noqa: F401
-from keras_adtrs.data.tfds.kadid10k import kadid10k_dataset_builder as kadid10k  # noqa: F401
-from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder as koniq10k  # noqa: F401
-from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder as live_challenge  # noqa: F401
-from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder as live_iqa  # noqa: F401
-from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder as tid2013  # noqa: F401
+# Importing a builder module registers the builder with TFDS.
+from keras_adtrs.data.tfds.csiq import csiq_dataset_builder  # noqa: F401
+from keras_adtrs.data.tfds.kadid10k import kadid10k_dataset_builder  # noqa: F401
+from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder  # noqa: F401
+from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder  # noqa: F401
+from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder  # noqa: F401
+from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder  # noqa: F401
 
 BUILDERS = ("live_iqa", "csiq", "tid2013", "kadid10k", "live_challenge", "koniq10k")

@@ -20,6 +20,11 @@ from keras_adtrs.data.matlab import loadmat, mat_strings  # noqa: F401  (the bui
 # is converted with Pillow to an 8-bit RGB PNG.
 
 
+def citation(builder_file):
+    """The BibTeX of a builder's data set: `CITATIONS.bib` beside its module (`__file__`)."""
+    return (epath.Path(builder_file).parent / "CITATIONS.bib").read_text()
+
+
 def image_feature():
     """`tfds.features.Image` for uint8 RGB images stored in their own encoding."""
     return tfds.features.Image(shape=(None, None, 3), dtype=np.uint8, encoding_format=None)

@@ -15,11 +15,7 @@ in 0..1 (lower is better). The reference images are not stored; `reference`
 names them.
 """
 
-_CITATION = """@article{larson2010most,
-  title={Most apparent distortion: full-reference image quality assessment and the role of strategy},
-  author={Larson, Eric C and Chandler, Damon M},
-  journal={Journal of Electronic Imaging}, volume={19}, number={1}, pages={011006}, year={2010}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 # DMOS-sheet `dst_type` -> token used in the release's file names (lower case).
 _TYPE_TOKENS = {

@@ -46,11 +46,7 @@ higher is better. `score_std` is the square root of the release's `var`.
 `reference` names them.
 """
 
-_CITATION = """@inproceedings{lin2019kadid,
-  title={KADID-10k: A Large-scale Artificially Distorted IQA Database},
-  author={Lin, Hanhe and Hosu, Vlad and Saupe, Dietmar},
-  booktitle={QoMEX}, pages={1--3}, year={2019}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 _NAME = re.compile(r"^i(\d+)_(\d+)_(\d+)\.png$", re.IGNORECASE)
 

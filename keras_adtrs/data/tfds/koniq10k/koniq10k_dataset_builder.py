@@ -20,11 +20,7 @@ koniq10k_distributions_sets.csv (or a `set` column) is present, else "".
 Images come from `1024x768/` if present, else `512x384/`.
 """
 
-_CITATION = """@article{hosu2020koniq,
-  title={KonIQ-10k: An ecologically valid database for deep learning of blind image quality assessment},
-  author={Hosu, Vlad and Lin, Hanhe and Sziranyi, Tamas and Saupe, Dietmar},
-  journal={IEEE Transactions on Image Processing}, volume={29}, pages={4041--4056}, year={2020}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 
 def _read_csv(path):

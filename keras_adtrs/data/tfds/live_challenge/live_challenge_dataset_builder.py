@@ -13,11 +13,7 @@ to train the raters (the first 7 entries of the .mat files,
 `Images/trainingImages/`) are left out.
 """
 
-_CITATION = """@article{ghadiyaram2016massive,
-  title={Massive online crowdsourced study of subjective and objective picture quality},
-  author={Ghadiyaram, Deepti and Bovik, Alan C},
-  journal={IEEE Transactions on Image Processing}, volume={25}, number={1}, pages={372--387}, year={2016}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):

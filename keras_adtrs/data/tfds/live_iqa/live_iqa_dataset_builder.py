@@ -16,11 +16,7 @@ The 203 entries flagged as originals (`orgs == 1`) are reference copies and are
 left out; the reference images themselves are not stored, `reference` names them.
 """
 
-_CITATION = """@article{sheikh2006statistical,
-  title={A statistical evaluation of recent full reference image quality assessment algorithms},
-  author={Sheikh, Hamid R and Sabir, Muhammad F and Bovik, Alan C},
-  journal={IEEE Transactions on Image Processing}, volume={15}, number={11}, pages={3440--3451}, year={2006}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):

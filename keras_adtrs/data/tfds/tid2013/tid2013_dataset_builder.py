@@ -41,11 +41,7 @@ types x 5 levels), labelled with MOS on a 0..9 scale (higher is better).
 The reference images are not stored; `reference` names them.
 """
 
-_CITATION = """@article{ponomarenko2015image,
-  title={Image database TID2013: Peculiarities, results and perspectives},
-  author={Ponomarenko, Nikolay and others},
-  journal={Signal Processing: Image Communication}, volume={30}, pages={57--77}, year={2015}}
-"""
+_CITATION = _common.citation(__file__)  # CITATIONS.bib beside this module
 
 _NAME = re.compile(r"^i(\d+)_(\d+)_(\d+)\.bmp$", re.IGNORECASE)
 
