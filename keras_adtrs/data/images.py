@@ -35,6 +35,8 @@ from keras_adtrs.console import filtered_stderr
 #: their extension.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 DECODERS = ("tensorflow", "pil")
+#: What Pillow raises on data it cannot decode.
+PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 
 
 class ImageReadError(ValueError):
@@ -103,8 +105,7 @@ def decode_image_pil(data, name="image"):
             array = np.asarray(image, dtype=np.uint8)
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError) as exc:
-        # What Pillow raises on files it cannot decode.
+    except PIL_DECODE_ERRORS as exc:
         raise ImageReadError(f"{name}: not a decodable image ({exc})") from None
     if array.ndim != 3 or array.shape[0] < 1 or array.shape[1] < 1:
         raise ImageReadError(f"{name}: decodes to an empty image {array.shape}")

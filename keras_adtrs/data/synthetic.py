@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 from keras_adtrs.data.source import IQASource
 
@@ -160,8 +161,6 @@ def load_default_source(data_dir=None, seed=0, num_references=60, image_size=128
     else:
         progress = None
         if verbose:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=num_references, desc="building default data set", unit="ref", leave=False)
             progress = lambda done, total: bar.update(1)  # noqa: E731
         arrays = build_default_arrays(num_references, image_size, seed, progress)

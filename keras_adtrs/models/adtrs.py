@@ -312,6 +312,7 @@ class ADTRSModel(keras.Model):
                 "(keras_adtrs.fold_batchnorm); train the original model and fold it again"
             )
         backend = keras.backend.backend()
+        # Each step module imports its backend (TensorFlow, JAX): only the one in use is imported.
         if backend == "tensorflow":
             from keras_adtrs.models.step_tensorflow import train_step
 

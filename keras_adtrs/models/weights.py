@@ -86,7 +86,7 @@ def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
         fname, origin, file_hash = IMAGENET_NOTOP[model.backbone]
         try:
             path = _download(fname, origin, file_hash, timeout)
-        except Exception as exc:  # any failure to fetch means: start from random
+        except Exception as exc:  # keras.utils.get_file raises bare Exception on HTTP/URL errors
             message = (
                 f"could not download ImageNet weights for the {model.backbone} backbone "
                 f"({type(exc).__name__}: {exc}). THE BACKBONE STARTS FROM RANDOM WEIGHTS. "

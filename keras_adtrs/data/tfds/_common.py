@@ -9,6 +9,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+from PIL import Image
+
+from keras_adtrs.data.images import PIL_DECODE_ERRORS
 
 from keras_adtrs.data.matlab import loadmat, mat_strings  # noqa: F401  (the builders' .mat readers)
 
@@ -32,11 +35,9 @@ def image_feature():
 
 def _keep_bytes(data):
     if data[:3] == b"\xff\xd8\xff":
-        from PIL import Image
-
         try:
             mode = Image.open(io.BytesIO(data)).mode
-        except Exception:  # noqa: BLE001  (let the converter raise a clear error)
+        except PIL_DECODE_ERRORS:  # let the converter raise a clear error
             return False
         return mode in ("RGB", "L")
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -49,8 +50,6 @@ def _keep_bytes(data):
 
 
 def _to_rgb_png(data, path):
-    from PIL import Image
-
     try:
         image = Image.open(io.BytesIO(data))
         image.seek(0)
@@ -58,7 +57,7 @@ def _to_rgb_png(data, path):
             pixels = np.asarray(image, dtype=np.float64)
             image = Image.fromarray(np.clip(np.round(pixels / 257.0), 0, 255).astype(np.uint8))
         image = image.convert("RGB")
-    except Exception as exc:  # noqa: BLE001
+    except PIL_DECODE_ERRORS as exc:
         raise ValueError(f"cannot decode image {path}: {exc}") from exc
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
