@@ -1,12 +1,13 @@
 """The training run on the JAX backend, without TensorFlow.
 
-`run_training_jax(TrainConfig(...))` does what `keras_adtrs.training.run_training`
-does (load, seeded split by group, train with the ADTRS objective selecting
-the epoch on validation SRCC, score the test part by averaging the
-deterministic crop grid, write config.json / split.json / metrics.json /
-history.csv / test_predictions.csv / model.keras), with the numpy input
-pipeline of `keras_adtrs.data.pipeline_numpy` and Keras' JAX trainer. No
-module it uses imports TensorFlow.
+`run_training_jax(TrainConfig(...))` does what
+`keras_adtrs.training.loop_tensorflow.run_training` does (load, seeded split
+by group, train with the ADTRS objective selecting the epoch on validation
+SRCC, score the test part by averaging the deterministic crop grid, write
+config.json / split.json / metrics.json / history.csv / test_predictions.csv /
+model.keras through `keras_adtrs.training.run_dir`), with the numpy input pipeline of
+`keras_adtrs.data.pipeline_numpy` and Keras' JAX trainer. No module it uses
+imports TensorFlow.
 
 Differences from the TensorFlow run, by necessity:
 
