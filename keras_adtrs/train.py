@@ -49,11 +49,10 @@ def main(argv=None):
     backend = config.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
     select_backend(backend, argv)
     config = dataclasses.replace(config, backend=backend)
+    console.quiet_tensorflow()  # on JAX it only sets TF_CPP_MIN_LOG_LEVEL: TensorFlow is not imported
     if backend == "jax":
-        # The JAX loop never imports TensorFlow.
         from keras_adtrs.training.loop_jax import run_training_jax as run_one
     else:
-        console.quiet_tensorflow()
         from keras_adtrs.training.loop_tensorflow import run_training as run_one
     console.one_line_warnings()
     if config.splits > 1:
