@@ -1,8 +1,9 @@
-"""Serving an exported ADTRS model: the TensorFlow Serving gRPC client.
+"""Serving: the SavedModel export for TensorFlow Serving and the gRPC client.
 
-`keras_adtrs.serving.export.export_model` writes the SavedModel; `serving/` at the
-repository root holds the TF Serving configuration; `ServingClient` scores
-files against a running server.
+`export.export_model` writes the SavedModel (TensorFlow-only module);
+`signatures` names its signatures, inputs and limits; `client.ServingClient`
+scores files against a running server (`python -m keras_adtrs.serving.client`).
+`serving/` at the repository root holds the TF Serving configuration.
 
 Example:
 >>> from keras_adtrs.serving import ServingClient
