@@ -10,26 +10,19 @@ build is deterministic from its seed and cached as an .npz file after the
 first build; the split unit is the reference image.
 """
 
-import io
 import os
 import pathlib
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from keras_adtrs.data.distortions import DEFAULT_SET_KINDS, distort, ssim
 from keras_adtrs.data.source import IQASource
 
 VERSION = 1
-DISTORTIONS = ("blur", "noise", "jpeg", "contrast", "exposure")
-LEVELS = {
-    "blur": (0.6, 1.0, 1.6, 2.4, 3.6),  # Gaussian sigma, pixels
-    "noise": (4.0, 8.0, 14.0, 22.0, 34.0),  # white-noise sigma, 0-255 units
-    "jpeg": (50, 30, 18, 10, 5),  # PIL JPEG quality
-    "contrast": (0.8, 0.62, 0.46, 0.32, 0.2),  # contrast kept around the mean
-    "exposure": (1.25, 1.55, 1.9, 2.4, 3.0),  # gamma applied to [0, 1] intensities
-}
+#: The set's distortions (`keras_adtrs.data.distortions`, levels 1..5).
+DISTORTIONS = DEFAULT_SET_KINDS
 
 
 def default_cache_dir():
@@ -72,45 +65,6 @@ def make_reference(rng, size=128):
     return np.clip(image * 255.0, 0, 255).round().astype(np.uint8)
 
 
-def distort(image, kind, level, rng):
-    """Applies distortion `kind` at `level` (0-4) to a uint8 RGB image."""
-    x = image.astype(np.float64)
-    param = LEVELS[kind][level]
-    if kind == "blur":
-        out = ndimage.gaussian_filter(x, (param, param, 0), mode="reflect")
-    elif kind == "noise":
-        out = x + rng.normal(0.0, param, x.shape)
-    elif kind == "jpeg":
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=int(param))
-        out = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float64)
-    elif kind == "contrast":
-        mean = x.mean(axis=(0, 1), keepdims=True)
-        out = mean + (x - mean) * param
-    elif kind == "exposure":
-        out = 255.0 * (x / 255.0) ** param
-    else:
-        raise ValueError(f"unknown distortion {kind!r}")
-    return np.clip(out, 0, 255).round().astype(np.uint8)
-
-
-def _luminance(image):
-    return image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-
-
-def ssim(reference, distorted):
-    """Mean SSIM of the luminance of two uint8 RGB images (Wang et al. 2004)."""
-    x, y = _luminance(reference), _luminance(distorted)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda a: ndimage.gaussian_filter(a, 1.5, truncate=3.5)  # noqa: E731  (11x11 window)
-    mx, my = blur(x), blur(y)
-    sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
-    sxy = blur(x * y) - mx * my
-    ssim_map = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
-    return float(ssim_map[5:-5, 5:-5].mean())
-
-
 def build_default_arrays(num_references=60, image_size=128, seed=0, progress=None):
     """Builds the set in memory; returns a dict of numpy arrays."""
     images, scores, refs, kinds, levels, names = [], [], [], [], [], []
@@ -119,7 +73,7 @@ def build_default_arrays(num_references=60, image_size=128, seed=0, progress=Non
         reference = make_reference(rng, image_size)
         for kind in DISTORTIONS:
             for level in range(5):
-                distorted = distort(reference, kind, level, rng)
+                distorted = distort(reference, kind, level + 1, rng)
                 images.append(distorted)
                 scores.append(float(np.clip(100.0 * ssim(reference, distorted), 0.0, 100.0)))
                 refs.append(r)

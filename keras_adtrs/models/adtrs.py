@@ -22,6 +22,7 @@ from keras_adtrs.models.objective import (
     unpack_batch,
     update_trackers,
 )
+from keras_adtrs.models.weights import init_from as init_from_file
 from keras_adtrs.models.weights import load_backbone_weights
 
 LAYER4_POOLINGS = ("global", "top_left")
@@ -376,6 +377,7 @@ def build_adtrs(
     layer4_pooling="global",
     backbone="resnet50",
     input_normalization="auto",
+    init_from=None,
     **kwargs,
 ):
     """Builds an ADTRS model and loads its backbone weights.
@@ -393,6 +395,12 @@ def build_adtrs(
             `"resnet50"`.
         input_normalization: str or None. Defaults to `"auto"` (the backbone
             weights' own).
+        init_from: str or None. A `.keras` file of an earlier ADTRS model
+            (for instance `python -m keras_adtrs.pretrain`'s `model.keras`):
+            its backbone and attention-block weights are copied in, the head
+            starts afresh (`keras_adtrs.models.weights.init_from`). Then
+            `backbone_weights` must be `"imagenet"` (the default, not
+            downloaded) or None. Defaults to `None`.
         **kwargs: further `ADTRSModel` arguments.
 
     Returns:
@@ -411,7 +419,16 @@ def build_adtrs(
         input_normalization=input_normalization,
         **kwargs,
     )
-    model.backbone_weights_info = load_backbone_weights(model, backbone_weights)
+    if init_from is None:
+        model.backbone_weights_info = load_backbone_weights(model, backbone_weights)
+        return model
+    if backbone_weights not in (None, "none", "imagenet"):
+        raise ValueError(
+            f"pass either backbone_weights ({backbone_weights!r}) or init_from ({init_from!r}), not both"
+        )
+    info = init_from_file(model, init_from)
+    model.backbone_weights_info = {"requested": f"init_from {info['path']}", "source": f"init_from {info['path']}",
+                                   "init_from": info}
     return model
 
 

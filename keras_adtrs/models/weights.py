@@ -106,3 +106,91 @@ def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
         raise FileNotFoundError(f"backbone weights file not found: {path}")
     backbone.load_weights(path)
     return {"requested": path, "source": f"file {os.path.abspath(path)}"}
+
+
+#: Layer of the ADTRS network that `init_from` copies besides the backbone.
+ATTENTION_BLOCK = "attention_downsample"
+#: Block settings that must agree for its weights to fit.
+_BLOCK_SETTINGS = ("num_heads", "key_dim", "attn_ratio")
+
+
+def _adtrs_of(loaded, path):
+    """The `ADTRSModel` inside what `keras.saving.load_model` returned."""
+    for candidate in (loaded, getattr(loaded, "adtrs", None)):
+        if candidate is not None and hasattr(candidate, "network") and hasattr(candidate, "backbone"):
+            return candidate
+    raise ValueError(
+        f"--init-from {path}: holds a {type(loaded).__name__}, not an ADTRS model "
+        "(a model.keras written by keras_adtrs.train or keras_adtrs.pretrain)"
+    )
+
+
+def _read_saved_model(path):
+    """Loads the `.keras` file at `path`; every failure becomes one clear error naming it."""
+    import zipfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init-from {path}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--init-from {path}: not a .keras file (not a zip archive)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"--init-from {path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})") from None
+
+
+def init_from(model, path):
+    """Copies the backbone and attention-block weights of a saved ADTRS model into `model`.
+
+    What is copied: every weight of the backbone (exactly) and of the
+    attention down-sampling block. What is not: the head (`head_dense`,
+    `score_dense`) and the score scale (`ScoreAffine`), which the new labels
+    decide. When the crop sizes differ, the block's relative-position bias
+    table (its shape depends on the crop) keeps its initialisation; the
+    returned dict says so.
+
+    Args:
+        model: the `ADTRSModel` to initialise.
+        path: str. A `.keras` file saved from an `ADTRSModel` (`train`,
+            `pretrain`), or from a model holding one as `.adtrs`.
+
+    Returns:
+        dict: `path`, `backbone` and `attention_block` (what was copied),
+        `crop_size` of the source.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a loadable `.keras` file, not an ADTRS model, or
+            incompatible (another backbone, input normalisation or block
+            shape); the message names the file and the difference.
+    """
+    source = _adtrs_of(_read_saved_model(path), path)
+    differences = []
+    for name in ("backbone", "input_normalization") + _BLOCK_SETTINGS:
+        if getattr(source, name) != getattr(model, name):
+            differences.append(f"{name} {getattr(source, name)!r} there, {getattr(model, name)!r} here")
+    if differences:
+        raise ValueError(f"--init-from {path}: incompatible model ({'; '.join(differences)})")
+    backbone_of(model).set_weights(backbone_of(source).get_weights())
+    source_block = source.network.get_layer(ATTENTION_BLOCK)
+    target_block = model.network.get_layer(ATTENTION_BLOCK)
+    kept = []
+    for theirs, ours in zip(source_block.weights, target_block.weights):
+        if theirs.path.split("/")[-1] != ours.path.split("/")[-1]:
+            raise ValueError(f"--init-from {path}: attention block weights do not line up ({theirs.path} vs {ours.path})")
+        if tuple(theirs.shape) == tuple(ours.shape):
+            ours.assign(theirs.value)
+        else:
+            kept.append(ours.path.split("/")[-1])
+    block = "copied" if not kept else (
+        f"copied except {', '.join(kept)} (crop {source.crop_size} there, {model.crop_size} here: "
+        "kept its initialisation)"
+    )
+    return {
+        "path": os.path.abspath(os.fspath(path)),
+        "crop_size": int(source.crop_size),
+        "backbone": f"copied ({len(backbone_of(model).weights)} arrays)",
+        "attention_block": block,
+        "head": "new: fitted to the new labels",
+    }

@@ -109,6 +109,9 @@ class TrainConfig:
     backbone_weights: Optional[str] = _setting(
         "imagenet", "imagenet, a local weights file, or none", "model", type=_none_or_str)
     layer4_pooling: str = _setting("global", "pooling of layer 4 in the head", "model", choices=("global", "top_left"))
+    init_from: Optional[str] = _setting(
+        None, "a .keras file (pretrain's model.keras, or any earlier run's): start from its backbone and "
+        "attention-block weights; the head and the score scale come from the new labels", "model", metavar="PATH")
     batchnorm_momentum: float = _setting(0.9, "moving-statistics momentum of every BatchNorm", "model", cli=False)
     standardize_labels: bool = _setting(
         True, "let the head learn raw label units (default: standardised, scaled back)", "model")

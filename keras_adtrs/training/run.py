@@ -79,7 +79,14 @@ def label_statistics(config, train_src):
 
 
 def build_model(config, label_mean, label_std):
-    """`build_adtrs` with the run's settings."""
+    """`build_adtrs` with the run's settings (a bad setting or `--init-from` file exits with its message)."""
+    try:
+        return _build(config, label_mean, label_std)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _build(config, label_mean, label_std):
     return build_adtrs(
         crop_size=config.crop_size,
         backbone_weights=config.backbone_weights,
@@ -89,6 +96,7 @@ def build_model(config, label_mean, label_std):
         score_scale=label_std if config.standardize_labels else 1.0,
         score_offset=label_mean if config.standardize_labels else 0.0,
         l2_weight_decay=config.weight_decay,
+        init_from=config.init_from,
     )
 
 
