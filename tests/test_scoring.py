@@ -63,6 +63,47 @@ def test_batch_independent_and_deterministic(model, images):
     np.testing.assert_allclose(twice[[0, 2]], batch[[0, 0]], rtol=0, atol=1e-5)
 
 
+def test_bucketed_calls_are_batch_invariant(model, images):
+    """Calls padded to bucket sizes (powers of two up to batch_size): the same image
+    scores the same alone, in batches of other sizes and in other orders."""
+    reference = keras_adtrs.score(model, images, crops=CROPS, batch_size=32)
+    tolerance = 1e-5 * (reference.max() - reference.min())
+    assert tolerance > 0
+    for batch_size in (1, 3, 6, 8, 32):
+        for order in (slice(None), slice(None, None, -1)):
+            scores = keras_adtrs.score(model, images[order], crops=CROPS, batch_size=batch_size)[order]
+            np.testing.assert_allclose(scores, reference, rtol=0, atol=tolerance, err_msg=f"batch_size {batch_size}")
+    for i, image in enumerate(images):
+        for crops in (1, 3):  # alone: one call of 1 (bucket 1) or 3 crops (bucket 4)
+            alone = keras_adtrs.score(model, [image], crops=crops)[0]
+            within = keras_adtrs.score(model, [images[(i + 1) % len(images)], image], crops=crops)[1]
+            assert abs(alone - within) <= tolerance, (i, crops)
+
+
+def test_calls_are_padded_to_bucket_sizes(model):
+    shapes = []
+
+    class Spy:
+        crop_size = 64
+
+        def predict_on_batch(self, crops):
+            shapes.append(len(crops))
+            return model.predict_on_batch(crops)
+
+    images = [np.full((64, 64, 3), i, np.uint8) for i in range(8)]
+    keras_adtrs.score(Spy(), images, crops=1)  # 8 one-crop images: one call of 8, not 32
+    assert shapes == [8]
+    shapes.clear()
+    keras_adtrs.score(Spy(), images * 5, crops=1, batch_size=32)  # 40 crops: 32, then 8
+    assert shapes == [32, 8]
+    shapes.clear()
+    keras_adtrs.score(Spy(), images[:5], crops=1, batch_size=6)  # 5 crops: bucket 6
+    assert shapes == [6]
+    assert scoring.bucket_sizes(32) == (1, 2, 4, 8, 16, 32) and scoring.bucket_sizes(6) == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        keras_adtrs.score(model, images, batch_size=0)
+
+
 def test_single_image_and_grid_mean(model, images):
     single = keras_adtrs.score(model, images[0], crops=CROPS)
     crops = scoring.image_crops(images[0], 64, CROPS)
