@@ -54,6 +54,20 @@ def stderr_silenced():
         os.close(devnull)
 
 
+def select_backend(backend, module, argv):
+    """Makes Keras run on `backend`: sets KERAS_BACKEND before keras is imported.
+
+    When keras is already imported on another backend (an embedding program),
+    the command `python -m <module> <argv>` starts again with KERAS_BACKEND set
+    (`os.execve`).
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != backend:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+    os.environ["KERAS_BACKEND"] = backend
+
+
 def quiet_tensorflow(verbose=None):
     """Imports TensorFlow and Keras quietly, unless `verbose` (or `KERAS_ADTRS_VERBOSE=1`).
 

@@ -26,19 +26,6 @@ def build_parser():
     return add_train_arguments(parser)
 
 
-def select_backend(backend, argv):
-    """Makes Keras run on `backend`: sets KERAS_BACKEND before keras is imported.
-
-    When keras is already imported on another backend (an embedding program),
-    the command starts again with KERAS_BACKEND set (`os.execve`).
-    """
-    keras = sys.modules.get("keras")
-    if keras is not None and keras.backend.backend() != backend:
-        env = dict(os.environ, KERAS_BACKEND=backend)
-        os.execve(sys.executable, [sys.executable, "-m", "keras_adtrs.train", *argv], env)
-    os.environ["KERAS_BACKEND"] = backend
-
-
 def main(argv=None):
     """Runs the command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -47,7 +34,7 @@ def main(argv=None):
     if config.splits < 1:
         parser.error(f"--splits must be at least 1, got {config.splits}")
     backend = config.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
-    select_backend(backend, argv)
+    console.select_backend(backend, "keras_adtrs.train", argv)
     config = dataclasses.replace(config, backend=backend)
     console.quiet_tensorflow()  # on JAX it only sets TF_CPP_MIN_LOG_LEVEL: TensorFlow is not imported
     if backend == "jax":

@@ -125,6 +125,53 @@ class TrainConfig:
         1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const", const=0)
 
 
+@dataclasses.dataclass
+class PretrainConfig:
+    """Every setting of a pre-training run (`python -m keras_adtrs.pretrain`; written to config.json).
+
+    Pre-training uses no human score: it learns from graded synthetic
+    distortions of unlabelled images (`keras_adtrs.training.pretraining`).
+    """
+
+    # ------------------------------------------------------------------ data
+    images: Optional[list] = _setting(
+        None, "folders (searched recursively) or files of unlabelled photos (default: the default set's "
+        "procedural generator, with seeds the default set does not use)", "data", nargs="+", metavar="DIR")
+    procedural_references: int = _setting(
+        2000, "procedural reference images drawn when no --images is given", "data", type=int)
+    kinds: str = _setting(
+        "all", "distortions, comma-separated names of keras_adtrs.data.distortions.KINDS, or all", "data")
+    # -------------------------------------------------------------- training
+    objective: str = _setting(
+        "ranking+classification", "ranking, classification, fr (full-reference weak labels), or terms joined by +",
+        "training")
+    crop_size: int = _setting(96, "crop side, a multiple of 32 in 64..512", "training", type=int)
+    groups: int = _setting(
+        6, "groups per batch; a group is one crop, pristine and at graded levels of one distortion", "training",
+        type=int)
+    levels: int = _setting(4, "crops per group: the pristine crop and distinct distortion levels (2..6)",
+                           "training", type=int)
+    steps: int = _setting(3000, "training steps in all", "training", type=int)
+    steps_per_epoch: int = _setting(250, "steps between progress lines and checkpoints", "training", type=int)
+    learning_rate: float = _setting(1e-3, "Adam learning rate", "training", type=float)
+    lr_schedule: str = _setting("cosine", "learning-rate schedule", "training", choices=("cosine", "constant"))
+    seed: int = _setting(0, "seed of the crops, distortions and initialisation", "training", type=int)
+    backend: Optional[str] = _setting(
+        None, "Keras backend (default: $KERAS_BACKEND, else tensorflow)", "training", choices=("tensorflow", "jax"))
+    checkpoint_every_steps: Optional[int] = _setting(
+        None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training", type=int)
+    # ----------------------------------------------------------------- model
+    backbone: str = _setting("resnet50", "backbone", "model", choices=("resnet50", "resnet50_v1_5"))
+    batchnorm_momentum: float = _setting(0.9, "moving-statistics momentum of every BatchNorm", "model", cli=False)
+    # ---------------------------------------------------------------- output
+    output_dir: Optional[str] = _setting(None, "run folder (default: runs/pretrain-<timestamp>)", "output")
+    keep_checkpoint: bool = _setting(
+        False, "keep the resume checkpoint (OUTPUT_DIR/checkpoint/) after the run ends (default: removed)",
+        "output")
+    verbose: int = _setting(
+        1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const", const=0)
+
+
 def _field(name):
     for field in dataclasses.fields(TrainConfig):
         if field.name == name:
@@ -168,14 +215,24 @@ def _default_text(field):
 
 
 def add_train_arguments(parser):
-    """Adds one option per setting of `TrainConfig` to `parser`, in argument groups.
+    """Adds one option per setting of `TrainConfig` to `parser` (see `add_arguments`)."""
+    return add_arguments(parser, TrainConfig)
+
+
+def add_pretrain_arguments(parser):
+    """Adds one option per setting of `PretrainConfig` to `parser` (see `add_arguments`)."""
+    return add_arguments(parser, PretrainConfig)
+
+
+def add_arguments(parser, config_class):
+    """Adds one option per setting of `config_class` to `parser`, in argument groups.
 
     Bool settings that default to False become `--name` flags; those that
     default to True become `--no-name`. Parsed values use the field names, so
-    `TrainConfig(**vars(parser.parse_args()))` is the run's config.
+    `config_class(**vars(parser.parse_args()))` is the run's config.
     """
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
-    for field in dataclasses.fields(TrainConfig):
+    for field in dataclasses.fields(config_class):
         meta = field.metadata
         if not meta["cli"]:
             continue

@@ -35,11 +35,11 @@ FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed
                   "test_fraction", "validation_fraction", "standardize_labels")
 
 
-def load_state(checkpoint_dir, settings=None):
+def load_state(checkpoint_dir, settings=None, fixed=FIXED_SETTINGS):
     """The saved state of an interrupted run in `checkpoint_dir`, or None.
 
     Raises SystemExit when `settings` (a dict) differ from the saved run's in
-    one of `FIXED_SETTINGS`.
+    one of `fixed` (the training run's `FIXED_SETTINGS` by default).
     """
     path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.isfile(path):
@@ -49,7 +49,7 @@ def load_state(checkpoint_dir, settings=None):
     if settings is not None:
         changed = [
             f"{k}: {state['settings'].get(k)!r} -> {settings.get(k)!r}"
-            for k in FIXED_SETTINGS
+            for k in fixed
             if k in state.get("settings", {}) and state["settings"].get(k) != settings.get(k)
         ]
         if changed:
