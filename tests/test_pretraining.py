@@ -276,3 +276,14 @@ def test_pretraining_runs_on_jax_without_tensorflow(tmp_path):
     from test_jax_backend import run_python
 
     assert "JAX-PRETRAIN-OK" in run_python(JAX_PRETRAINING_RUN, "jax", tmp_path, block_tensorflow=True)
+
+
+def test_loss_weights_option_selects_terms():
+    from keras_adtrs.training.config import parse_loss_weights
+
+    assert parse_loss_weights(None) == {}
+    assert parse_loss_weights("ranking=0, ranking_consistency=0") == {"ranking": 0.0, "ranking_consistency": 0.0}
+    for bad, message in (("ranking", "not TERM=WEIGHT"), ("fun=1", "not TERM=WEIGHT"),
+                         ("ranking=x", "not a number"), ("consistency=-1", "finite number >= 0")):
+        with pytest.raises(ValueError, match=message):
+            parse_loss_weights(bad)

@@ -92,6 +92,10 @@ class TrainConfig:
         None, "first epochs trained on the quality terms only", "training",
         by_dataset={"default": 3, OTHER_SETS: 0}, type=int)
     weight_decay: float = _setting(0.0, "coupled L2 weight decay, as the authors' Adam", "training", type=float)
+    loss_weights: Optional[str] = _setting(
+        None, "weights of the objective's terms, e.g. ranking=0,ranking_consistency=0 for the quality and "
+        "self-consistency terms only (terms: quality, consistency, ranking, ranking_consistency; default: "
+        "1, 1, 0.05, 1, the authors')", "training", metavar="TERM=W,...")
     seed: int = _setting(0, "seed of the split, crops and initialisation", "training", type=int)
     strategy: str = _setting(
         "auto", "tf.distribute strategy: auto (all GPUs when >1), none, mirrored, multiworker (TF_CONFIG)",
@@ -170,6 +174,35 @@ class PretrainConfig:
         "output")
     verbose: int = _setting(
         1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const", const=0)
+
+
+def parse_loss_weights(text):
+    """`"ranking=0,consistency=0.5"` -> `{"ranking": 0.0, "consistency": 0.5}` (None -> `{}`).
+
+    Raises:
+        ValueError: a malformed entry, an unknown term or a value that is not a
+            finite number >= 0 (the message names it).
+    """
+    # Imported here: this module is read before the command has chosen the Keras backend.
+    from keras_adtrs.models.objective import DEFAULT_LOSS_WEIGHTS
+
+    weights = {}
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition("=")
+        name = name.strip()
+        if not sep or name not in DEFAULT_LOSS_WEIGHTS:
+            raise ValueError(f"--loss-weights: {entry.strip()!r} is not TERM=WEIGHT with a term of "
+                             f"{', '.join(DEFAULT_LOSS_WEIGHTS)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weights: {name}={value.strip()!r} is not a number") from None
+        if not (weight >= 0 and weight != float("inf")):
+            raise ValueError(f"--loss-weights: {name} must be a finite number >= 0, got {value.strip()}")
+        weights[name] = weight
+    return weights
 
 
 def _field(name):

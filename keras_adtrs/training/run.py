@@ -23,6 +23,7 @@ from keras_adtrs import metrics as iqa_metrics
 from keras_adtrs.data.splits import split_by_group
 from keras_adtrs.models.adtrs import build_adtrs
 from keras_adtrs.reporting import fmt_metric, summary_table
+from keras_adtrs.training.config import parse_loss_weights
 from keras_adtrs.version import __version__
 
 
@@ -97,6 +98,7 @@ def _build(config, label_mean, label_std):
         score_offset=label_mean if config.standardize_labels else 0.0,
         l2_weight_decay=config.weight_decay,
         init_from=config.init_from,
+        loss_weights=parse_loss_weights(config.loss_weights),
     )
 
 
