@@ -95,7 +95,13 @@ def test_to_json_with_names():
     assert sorted(out["train"] + out["test"]) == sorted(names) and out["validation"] == []
 
 
-@pytest.mark.parametrize("kwargs", [{"test_fraction": 0.0}, {"test_fraction": 1.0}, {"validation_fraction": 1.0}])
+@pytest.mark.parametrize("kwargs", [{"test_fraction": -0.1}, {"test_fraction": 1.0}, {"validation_fraction": 1.0}])
 def test_bad_fractions_raise(kwargs):
     with pytest.raises(ValueError):
         split_by_group(np.arange(10), **kwargs)
+
+
+def test_no_test_part_trains_on_everything():
+    """`test_fraction=0`: a final model for use elsewhere; the validation part still selects the epoch."""
+    split = split_by_group(np.arange(200), test_fraction=0.0, validation_fraction=0.1, seed=3)
+    assert split.test.size == 0 and split.validation.size == 20 and split.train.size == 180

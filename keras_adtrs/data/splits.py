@@ -38,7 +38,9 @@ def split_by_group(groups, test_fraction=0.2, validation_fraction=0.1, seed=0):
 
     Args:
         groups: array `(N,)` of group ids (reference ids, or item indices).
-        test_fraction: float. Share of groups held out for test. Defaults to `0.2`.
+        test_fraction: float. Share of groups held out for test; `0` holds out
+            none (every image trains or validates: a final model for use
+            elsewhere). Defaults to `0.2`.
         validation_fraction: float. Share of the remaining (training) groups
             carved out for validation (model selection). `0` gives none.
             Defaults to `0.1`.
@@ -48,12 +50,12 @@ def split_by_group(groups, test_fraction=0.2, validation_fraction=0.1, seed=0):
         A `Split` of sorted index arrays.
     """
     groups = np.asarray(groups)
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if not 0 <= validation_fraction < 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     rng = np.random.Generator(np.random.PCG64(seed))
-    test_mask = _partition(groups, test_fraction, rng)
+    test_mask = _partition(groups, test_fraction, rng) if test_fraction > 0 else np.zeros(len(groups), bool)
     rest = np.flatnonzero(~test_mask)
     validation = np.array([], dtype=np.int64)
     if validation_fraction > 0 and len(np.unique(groups[rest])) >= 2:

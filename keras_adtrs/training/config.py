@@ -65,7 +65,9 @@ class TrainConfig:
         None, "folder holding a data set's release files (or the image root of --dataset csv)", "data")
     csv: Optional[str] = _setting(
         None, "scores CSV for --dataset csv (columns: image, score[, reference, std])", "data")
-    test_fraction: float = _setting(0.2, "share of groups held out for test", "data", type=float)
+    test_fraction: float = _setting(
+        0.2, "share of groups held out for test; 0 trains on everything (with --validation-fraction for the "
+        "epoch)", "data", type=float)
     splits: int = _setting(
         1, "repeat on N seeded splits (seeds seed..seed+N-1) and report the median", "data", type=int)
     validation_fraction: float = _setting(
