@@ -65,6 +65,35 @@ def test_config_round_trip_and_keras_file(tiny_model, tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), tiny_model.predict(x, verbose=0), rtol=1e-6, atol=1e-5)
 
 
+def test_predict_on_arrays_skips_tf_data_autotuning(tiny_model, monkeypatch):
+    """`predict` on arrays: the same scores as Keras' own path, through a pipeline without
+    tf.data autotuning (whose thread can stall the end of a call; docs/benchmarks.md)."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the workaround is for the TensorFlow backend")
+    from keras_adtrs.models import predict_tensorflow
+
+    seen = []
+    original = predict_tensorflow.array_dataset
+
+    def spy(x, batch_size=None):
+        dataset = original(x, batch_size)
+        seen.append(dataset if dataset is None else dataset.options().autotune.enabled)
+        return dataset
+
+    monkeypatch.setattr(predict_tensorflow, "array_dataset", spy)
+    x = random_crops(5, seed=3)
+    expected = keras.Model.predict(tiny_model, x, batch_size=2, verbose=0)
+    np.testing.assert_allclose(tiny_model.predict(x, batch_size=2, verbose=0), expected, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(tiny_model.predict(x.astype("float64"), verbose=0), expected, rtol=1e-6, atol=1e-5)
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(2)
+    np.testing.assert_allclose(tiny_model.predict(dataset, verbose=0), expected, rtol=1e-6, atol=1e-5)
+    assert seen == [False, False, None]
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        tiny_model.predict(x, batch_size=0)
+
+
 def tiny_data(n=16, seed=0):
     rng = np.random.default_rng(seed)
     x = random_crops(n, seed=seed)

@@ -337,6 +337,25 @@ class ADTRSModel(keras.Model):
         terms = self.compute_objective(images, labels, training=False)
         return update_trackers(self.loss_trackers, terms, ops.shape(labels)[0])
 
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`keras.Model.predict`: one score per crop, `(N,)`.
+
+        On TensorFlow, array input (numpy, tensors) reaches the model through a
+        `tf.data` pipeline without autotuning
+        (`keras_adtrs.models.predict_tensorflow.array_dataset`): Keras' own
+        pipeline sometimes blocks for up to the rest of tf.data's autotuning
+        period when a call ends, which made short calls slow at random
+        (docs/benchmarks.md). Same batches, same results; other input
+        (datasets, generators) and other backends go to Keras as they are.
+        """
+        if keras.backend.backend() == "tensorflow":
+            from keras_adtrs.models.predict_tensorflow import array_dataset
+
+            dataset = array_dataset(x, batch_size)
+            if dataset is not None:
+                return super().predict(dataset, verbose=verbose, steps=steps, callbacks=callbacks)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
     def predict_step(self, *args):
         if keras.backend.backend() == "jax":
             # JAX's trainer is stateless: predict_step(state, data) -> (scores, state).
