@@ -53,6 +53,10 @@ setup(
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "dill", "importlib_resources", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "jax": ["jax>=0.4.34"],
         "torch": ["torch>=2.1"],
+        # Deployment beyond TF Serving (docs/deployment.md): the LiteRT interpreter, and the
+        # ONNX converter and runtime. The LiteRT converter is TensorFlow's own.
+        "litert": ["ai-edge-litert>=2.1"],
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

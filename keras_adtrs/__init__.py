@@ -36,6 +36,7 @@ _PUBLIC = {
     "ScoreAffine": "keras_adtrs.models.layers",
     "TopLeftAveragePooling": "keras_adtrs.models.layers",
     "score": "keras_adtrs.inference.scoring",
+    "quality_map": "keras_adtrs.inference.quality_map",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -1,10 +1,14 @@
-"""`python -m keras_adtrs.export`: a saved `.keras` model -> a TF Serving SavedModel.
+"""`python -m keras_adtrs.export`: a saved `.keras` model -> a TF Serving SavedModel, LiteRT or ONNX.
 
-The export itself is `keras_adtrs.serving.export.export_model`::
+The export itself is `keras_adtrs.serving.export.export_model` (SavedModel),
+`keras_adtrs.serving.export_litert.export_litert` or
+`keras_adtrs.serving.export_onnx.export_onnx`::
 
     python -m keras_adtrs.export --model M.keras --export-dir DIR \\
         [--name adtrs] [--version N] [--crops 9] [--max-pixels 40000000] [--overwrite]
         [--no-fold-batchnorm]
+    python -m keras_adtrs.export --model M.keras --export-dir DIR --format litert [--quantize float16|int8]
+    python -m keras_adtrs.export --model M.keras --export-dir DIR --format onnx
 
 The library is imported in `main()`, after `keras_adtrs.console` has quieted
 TensorFlow's start-up.
@@ -15,6 +19,7 @@ import os
 import sys
 
 from keras_adtrs import console
+from keras_adtrs.serving.artifacts import FORMATS, ONNX_OPSET, QUANTIZATIONS, artifact_path, check_combination
 from keras_adtrs.serving.signatures import (
     BYTES_INPUT,
     DEFAULT_MAX_PIXELS,
@@ -23,22 +28,35 @@ from keras_adtrs.serving.signatures import (
     IMAGES_SIGNATURE,
     SCORE_OUTPUT,
 )
+from keras_adtrs.training.run_dir import RunDir
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m keras_adtrs.export",
-        description="Export a saved ADTRS model (.keras) as a TF Serving SavedModel: DIR/NAME/VERSION/.",
+        description="Export a saved ADTRS model (.keras) as a TF Serving SavedModel (DIR/NAME/VERSION/), "
+        "a LiteRT file (DIR/NAME[-QUANT].tflite) or an ONNX file (DIR/NAME.onnx), each with its metadata.",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="savedmodel",
+        help="savedmodel (TF Serving, the default), litert (.tflite) or onnx (.onnx, opset "
+        f"{ONNX_OPSET}); litert and onnx take crops (B, crop, crop, 3) and return one score per crop",
+    )
+    parser.add_argument(
+        "--quantize", choices=QUANTIZATIONS, default=None,
+        help="litert only: float16 (float16 weights) or int8 (dynamic range: int8 weights, float32 in and out); "
+        "default: float32",
     )
     parser.add_argument("--model", required=True, help="a .keras file saved from an ADTRSModel")
     parser.add_argument("--export-dir", required=True, help="base folder (TF Serving's base path is DIR/NAME)")
     parser.add_argument("--name", default="adtrs", help="model name (default: adtrs)")
-    parser.add_argument("--version", type=int, default=None, help="version number (default: next free integer)")
+    parser.add_argument("--version", type=int, default=None, help="savedmodel only: version number (default: next free integer)")
     parser.add_argument("--crops", type=int, default=9, help="crops per image in the test grid (default: 9)")
     parser.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"largest H*W accepted (default: {DEFAULT_MAX_PIXELS})"
+        "--max-pixels", type=int, default=None,
+        help=f"savedmodel only: largest H*W accepted (default: {DEFAULT_MAX_PIXELS})",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version or file")
     parser.add_argument(
         "--no-fold-batchnorm",
         action="store_true",
@@ -56,10 +74,37 @@ def main(argv=None):
     Example:
     >>> main(["--model", "m.keras", "--export-dir", "models"])  # doctest: +SKIP
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_combination(args.format, args.quantize)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.format != "savedmodel":
+        for flag, value in (("--version", args.version), ("--max-pixels", args.max_pixels)):
+            if value is not None:
+                parser.error(f"--format {args.format} {flag} is not supported: {flag} applies to --format savedmodel only")
+    if args.max_pixels is None:
+        args.max_pixels = DEFAULT_MAX_PIXELS
+    if args.crops < 1:
+        parser.error(f"--crops must be at least 1, got {args.crops}")
     if not os.path.isfile(args.model):
         print(f"error: no such model file: {args.model}", file=sys.stderr)
         return 2
+    path = None
+    if args.format != "savedmodel":
+        try:
+            path = artifact_path(args.export_dir, args.name, args.format, args.quantize)
+        except ValueError as error:
+            parser.error(str(error))
+        if os.path.exists(path) and not args.overwrite:
+            print(f"error: {path} already exists; pass --overwrite to replace it", file=sys.stderr)
+            return 1
+    try:
+        run_record = RunDir.beside(args.model).read_config()  # the score's meaning, when it is a run's model
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     console.quiet_tensorflow()
     from keras_adtrs.models import LOAD_ERRORS, load_model
     from keras_adtrs.serving.export import export_model
@@ -69,6 +114,8 @@ def main(argv=None):
     except LOAD_ERRORS as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
+    if path is not None:
+        return _export_artifact(args, model, path, run_record)
     try:
         path = export_model(
             model,
@@ -79,6 +126,8 @@ def main(argv=None):
             max_pixels=args.max_pixels,
             overwrite=args.overwrite,
             fold_batchnorm=not args.no_fold_batchnorm,
+            source_model=args.model,
+            run_record=run_record,
         )
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -89,6 +138,30 @@ def main(argv=None):
         f"signatures: {DEFAULT_SIGNATURE} ({BYTES_INPUT}: string[None] -> {SCORE_OUTPUT}: float32[None]), "
         f"{IMAGES_SIGNATURE} ({IMAGES_INPUT}: uint8[None,None,None,3] -> {SCORE_OUTPUT}: float32[None])"
     )
+    return 0
+
+
+def _export_artifact(args, model, path, run_record):
+    """`--format litert|onnx`: writes DIR/NAME[-QUANT].tflite or DIR/NAME.onnx and its .json."""
+    options = dict(
+        fold_batchnorm=not args.no_fold_batchnorm, overwrite=args.overwrite, source_model=args.model,
+        run_record=run_record, num_crops=args.crops,
+    )
+    try:
+        if args.format == "litert":
+            from keras_adtrs.serving.export_litert import export_litert
+
+            export_litert(model, path, quantize=args.quantize, **options)
+        else:
+            from keras_adtrs.serving.export_onnx import export_onnx
+
+            export_onnx(model, path, **options)
+    except (FileExistsError, ImportError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    quantization = f", {args.quantize}" if args.quantize else ""
+    print(f"exported {args.model} -> {path} ({args.format}{quantization}; metadata {path}.json)")
+    print(f"  input crops: float32[None,{model.crop_size},{model.crop_size},3], RGB in [0, 255] -> score: float32[None]")
     return 0
 
 

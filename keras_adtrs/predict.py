@@ -7,10 +7,17 @@ that cannot be read gets an error row and the others are still scored; the
 exit status is 1 when any file failed. Rows go to stdout, the progress bar to
 stderr.
 
+`--runtime litert|onnx` scores with an exported artifact (`.tflite`,
+`.onnx`, from `python -m keras_adtrs.export --format litert|onnx`) instead of
+the `.keras` model, with the same decoding and crop grid; `--map OUT_DIR`
+also writes a quality map of each image (`keras_adtrs.inference.quality_map`):
+`OUT_DIR/<name>.png` and `OUT_DIR/<name>.npy`.
+
 Example:
 
 ```
 python -m keras_adtrs.predict photos/ extra/*.png --model model.keras --format json
+python -m keras_adtrs.predict photos/ --runtime litert --model exports/adtrs.tflite --map maps/
 ```
 
 The library is imported in `main()`, after `keras_adtrs.console` has quieted
@@ -21,22 +28,38 @@ import argparse
 import os
 import sys
 
+from tqdm.auto import tqdm
+
 from keras_adtrs import console
 from keras_adtrs.data.images import expand_paths
+from keras_adtrs.inference.runtimes import RUNTIMES, ArtifactError, load_artifact, runtime_for
 from keras_adtrs.reporting import format_rows
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m keras_adtrs.predict",
-        description="Predict image quality scores with a saved ADTRS model (.keras).",
+        description="Predict image quality scores with a saved ADTRS model (.keras) or an exported "
+        "LiteRT / ONNX artifact; optionally write quality maps.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
-    parser.add_argument("--model", required=True, help="saved model file (.keras)")
+    parser.add_argument("--model", required=True, help="saved model file (.keras), or an exported .tflite / .onnx file")
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default=None,
+        help="keras (.keras model), litert (.tflite) or onnx (.onnx); default: from the --model file name",
+    )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     parser.add_argument("--crops", type=int, default=9, help="grid crops per image (default: 9)")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per forward call (default: 32)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--map", metavar="OUT_DIR", default=None,
+        help="also write a quality map of each image: OUT_DIR/<name>.png (heat map of crop scores) and <name>.npy",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=None,
+        help="--map: largest distance between neighbouring crops of the map's grid (default: a quarter of the crop)",
+    )
     return parser
 
 
@@ -50,30 +73,100 @@ def main(argv=None):
         parser.error("--batch-size must be at least 1")
     if not os.path.isfile(args.model):
         parser.error(f"--model {args.model}: no such file")
+    runtime = args.runtime or runtime_for(args.model)
+    if runtime == "keras" and runtime_for(args.model) != "keras":
+        parser.error(f"--runtime keras takes a .keras model, not {args.model}; use --runtime {runtime_for(args.model)}")
+    if args.stride is not None and args.map is None:
+        parser.error("--stride applies to --map only")
+    if args.stride is not None and args.stride < 1:
+        parser.error("--stride must be at least 1")
 
     paths = expand_paths(args.paths)
     if not paths:
         print("error: no image files found in " + " ".join(args.paths), file=sys.stderr)
         return 1
 
+    # TensorFlow (on its backend) decodes and crops for every runtime, so an
+    # artifact sees the pixels the Keras model and the SavedModel see.
     console.quiet_tensorflow()
     from keras_adtrs.inference.scoring import score_files
-    from keras_adtrs.models import LOAD_ERRORS, load_model
-    from keras_adtrs.models.folding import folded_for_inference
 
-    try:
-        model = load_model(args.model)
-    except LOAD_ERRORS as exc:
-        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
-        return 2
-    model = folded_for_inference(model)  # same scores up to float rounding, faster
+    if runtime == "keras":
+        from keras_adtrs.models import LOAD_ERRORS, load_model
+        from keras_adtrs.models.folding import folded_for_inference
+
+        try:
+            model = load_model(args.model)
+        except LOAD_ERRORS as exc:
+            print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+            return 2
+        model = folded_for_inference(model)  # same scores up to float rounding, faster
+    else:
+        try:
+            model = load_artifact(args.model, runtime)
+        except (ArtifactError, ImportError) as exc:
+            print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+            return 2
+    if args.stride is not None and args.stride > model.crop_size:
+        parser.error(f"--stride must be at most the crop size {model.crop_size}")
     rows = score_files(model, paths, crops=args.crops, batch_size=args.batch_size, progress=not args.no_progress)
     print(format_rows(rows, args.format))
+    if args.map is not None:
+        _write_maps(model, rows, args)
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"{failed} of {len(rows)} file(s) could not be scored", file=sys.stderr)
         return 1
     return 0
+
+
+def _map_names(paths):
+    """A unique file stem per path: the file's own stem, with `-2`, `-3`, ... on a clash."""
+    names, used = [], set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        name, k = stem, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{stem}-{k}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _score_direction(model, model_path):
+    """Whether higher scores are better, from the artifact's metadata or the run folder; None if unknown."""
+    metadata = getattr(model, "metadata", None)
+    if isinstance(metadata, dict):
+        return (metadata.get("score") or {}).get("higher_is_better")
+    from keras_adtrs.training.run_dir import RunDir
+
+    try:
+        record = RunDir.beside(model_path).read_config() or {}
+    except ValueError:
+        return None  # an unreadable config.json only costs the colours' direction
+    return (record.get("data_set") or {}).get("higher_is_better")
+
+
+def _write_maps(model, rows, args):
+    """`--map OUT_DIR`: a PNG and a .npy per scored file (files with an error row get none)."""
+    from keras_adtrs.inference.quality_map import quality_map, save_quality_map
+
+    scored = [row for row in rows if "score" in row]
+    better = _score_direction(model, args.model)
+    os.makedirs(args.map, exist_ok=True)
+    bar = tqdm(total=len(scored), disable=args.no_progress, file=sys.stderr, unit="image", desc="maps", leave=False)
+    with bar:
+        for row, name in zip(scored, _map_names([row["path"] for row in scored])):
+            qmap = quality_map(model, row["path"], stride=args.stride, batch_size=args.batch_size)
+            grid_rows, grid_cols = qmap.scores.shape
+            title = (
+                f"{os.path.basename(row['path'])}: score {row['score']:.2f} ({args.crops}-crop grid)\n"
+                f"map: {grid_rows}x{grid_cols} crops of {qmap.crop_size}, stride {qmap.stride}, mean {qmap.score:.2f}"
+            )
+            save_quality_map(qmap, os.path.join(args.map, name + ".png"), title=title, higher_is_better=better)
+            bar.update(1)
+    print(f"{len(scored)} quality map(s) in {args.map}", file=sys.stderr)
 
 
 if __name__ == "__main__":

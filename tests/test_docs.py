@@ -285,6 +285,15 @@ COVERAGE = [
      "tests/test_model.py::test_local_backbone_weights_file"),
     ("train on the default set", train_with(lambda c: option(c.args, "--dataset") in (None, "default")),
      "tests/test_train_cli.py::test_train_command_writes_every_file"),
+    ("predict with a LiteRT or ONNX artifact",
+     lambda c: c.command == "predict" and (
+         option(c.args, "--runtime") in ("litert", "onnx") or (option(c.args, "--model") or "").endswith((".tflite", ".onnx"))),
+     "tests/test_deployment.py::test_predict_runtimes_give_the_keras_rows, "
+     "tests/test_deployment.py::test_predict_map_writes_png_and_grid"),
+    ("export --format litert / onnx",
+     lambda c: c.command == "export" and option(c.args, "--format") in ("litert", "onnx"),
+     "tests/test_deployment.py::test_every_format_exports_with_its_metadata, "
+     "tests/test_deployment.py::test_unsupported_combinations_are_named"),
     ("predict", lambda c: c.command == "predict", HERE),
     ("evaluate", lambda c: c.command == "evaluate", HERE),
     ("export", lambda c: c.command == "export", HERE),
@@ -324,7 +333,7 @@ def test_coverage_names_existing_tests(where):
 
 NOT_RUN = "not run by the test suite: "
 OTHER_PROGRAMS = {
-    "pip": "bash .ci/run installs the package the same way (pip install -e .[dev,jax]) from a fresh clone",
+    "pip": "bash .ci/run installs the package the same way (pip install -e .[dev,jax,litert,onnx]) from a fresh clone",
     "python -m pytest": "the test suite itself (bash .ci/run, bash .ci/run-slow)",
     "bash .ci/run": "CI",
     "bash .ci/run-slow": "CI's slow job",
@@ -332,6 +341,11 @@ OTHER_PROGRAMS = {
         "tests/test_benchmarks.py::test_throughput_benchmark_prints_every_row (crop 64); its options are checked here",
     "bash benchmarks/gpu_clive_run.sh": NOT_RUN + "it needs the lent GPU machine, or ../shared's LIVE-C subset and "
         "a minute of JAX compilation for --smoke; its stages and options are checked here",
+    "python benchmarks/deployment.py":
+        "tests/test_deployment.py::test_deployment_benchmark_prints_its_table (crop 64, LiteRT only); "
+        "its options are checked here",
+    "python benchmarks/quality_maps.py":
+        "tests/test_deployment.py::test_quality_maps_script_writes_maps (crop 64); its options are checked here",
     "saved_model_cli": "tests/test_export.py::test_saved_model_cli_lists_both_signatures",
     "docker": NOT_RUN + "no Docker engine on the development and CI machines (docs/serving.md says so)",
     "tensorflow_model_server": NOT_RUN + "no TF Serving binary on the development and CI machines",
@@ -340,6 +354,8 @@ OTHER_PROGRAMS = {
 SCRIPT_SOURCES = {
     "python benchmarks/throughput.py": ["benchmarks/throughput.py"],
     "bash benchmarks/gpu_clive_run.sh": ["benchmarks/gpu_clive_run.sh", "benchmarks/gpu_clive_run.py"],
+    "python benchmarks/deployment.py": ["benchmarks/deployment.py"],
+    "python benchmarks/quality_maps.py": ["benchmarks/quality_maps.py"],
 }
 
 

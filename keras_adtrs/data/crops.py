@@ -59,6 +59,36 @@ def grid_offsets(height, width, crop_size, num_crops):
     return offsets
 
 
+def dense_positions(span, stride):
+    """Offsets along one side for the dense grid of a quality map.
+
+    `ceil(span / stride) + 1` offsets spread from `0` to `span` with the test
+    grid's rounding (`grid_offsets`), so neighbours are at most `stride`
+    apart and, with `stride <= crop`, the crops cover every pixel. A
+    `k x k` dense grid therefore takes the same crops as the test grid of
+    `k * k` crops.
+
+    Args:
+        span: int. Free pixels on the side: `side - crop_size` (>= 0).
+        stride: int. Largest distance between neighbouring crops (>= 1).
+
+    Returns:
+        list of int, increasing, first `0` and last `span`.
+
+    Example:
+    >>> dense_positions(36, 20)
+    [0, 18, 36]
+    """
+    if span < 0:
+        raise ValueError(f"span must be at least 0, got {span}")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+    count = -(-span // stride) + 1
+    if count == 1:
+        return [0]
+    return [_spread(i, count, span) for i in range(count)]
+
+
 # ------------------------------------------------------ numpy implementation
 def resize_bilinear(image, height, width):
     """Bilinear resize with half-pixel centres, no antialiasing (float32 out).

@@ -44,6 +44,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from keras_adtrs.data.crops_tensorflow import grid_crops
 from keras_adtrs.data.images import decode_image_tensor
 from keras_adtrs.models.folding import folded_for_inference
+from keras_adtrs.serving.artifacts import deployment_record
 from keras_adtrs.serving.signatures import (
     BYTES_INPUT,
     DEFAULT_MAX_PIXELS,
@@ -221,7 +222,7 @@ def write_warmup_requests(path, name, images):
             writer.write(log.SerializeToString())
 
 
-def _metadata(model, name, version, num_crops, max_pixels):
+def _metadata(model, name, version, num_crops, max_pixels, source_model=None, run_record=None):
     try:
         config = model.get_config()
         json.dumps(config)
@@ -248,6 +249,9 @@ def _metadata(model, name, version, num_crops, max_pixels):
             },
         },
         "model_config": config,
+        # What every artifact's metadata holds (keras_adtrs.serving.artifacts): the
+        # crop model inside, its input and range, the score's meaning, the source's hash.
+        "deployment": deployment_record(model, "savedmodel", None, source_model, run_record, num_crops),
     }
 
 
@@ -272,6 +276,8 @@ def export_model(
     overwrite=False,
     warmup_images=None,
     fold_batchnorm=True,
+    source_model=None,
+    run_record=None,
 ):
     """Exports an ADTRS model as a versioned SavedModel for TF Serving.
 
@@ -303,6 +309,10 @@ def export_model(
             folded into its convolutions (`keras_adtrs.fold_batchnorm`: the
             same scores up to float rounding, faster: docs/benchmarks.md); `model`
             itself is not changed. Defaults to `True`.
+        source_model: str or None. The `.keras` file the model came from; its
+            sha256 goes into the metadata. Defaults to `None`.
+        run_record: dict or None. The training run's `config.json`, for the
+            score's meaning and direction in the metadata. Defaults to `None`.
 
     Returns:
         str, the path of the version folder.
@@ -362,7 +372,7 @@ def export_model(
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name, warmup)
         with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(served, name, version, num_crops, max_pixels), f, indent=2)
+            json.dump(_metadata(served, name, version, num_crops, max_pixels, source_model, run_record), f, indent=2)
         _move_into_place(tmp_dir, final_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
