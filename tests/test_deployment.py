@@ -107,6 +107,16 @@ def test_unsupported_combinations_are_named(tmp_path, capsys):
         assert named in capsys.readouterr().err
     with pytest.raises(ValueError, match="--format onnx --quantize float16 is not supported"):
         check_combination("onnx", "float16")
+    from types import SimpleNamespace
+
+    from keras_adtrs.serving.export_litert import export_litert
+    from keras_adtrs.serving.export_onnx import export_onnx
+
+    mixed = SimpleNamespace(crop_size=CROP, dtype_policy=SimpleNamespace(name="mixed_bfloat16"))
+    for export in (export_litert, export_onnx):
+        with pytest.raises(ValueError, match="exports float32 models; this one computes in mixed_bfloat16"):
+            export(mixed, str(tmp_path / "m.out"), fold_batchnorm=False)
+    assert not os.listdir(tmp_path)
 
 
 def test_every_format_exports_with_its_metadata(world):

@@ -80,6 +80,21 @@ def check_combination(fmt, quantize=None):
         )
 
 
+def check_float32(model, fmt):
+    """Raises ValueError unless `model` computes in float32 (what the LiteRT and ONNX exports take).
+
+    A mixed-precision model (`mixed_bfloat16`, `mixed_float16`) would put its
+    compute type's casts into the artifact; export a float32 copy, and
+    quantise with `--quantize` instead.
+    """
+    policy = getattr(getattr(model, "dtype_policy", None), "name", "float32")
+    if policy != "float32":
+        raise ValueError(
+            f"--format {fmt} exports float32 models; this one computes in {policy}: export a float32 copy "
+            "of it (same weights), and use --quantize float16|int8 for a smaller LiteRT file"
+        )
+
+
 def artifact_path(export_dir, name, fmt, quantize=None):
     """`DIR/NAME[-QUANT].tflite` or `DIR/NAME.onnx`.
 

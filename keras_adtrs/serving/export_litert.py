@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from keras_adtrs.inference.runtimes import ARTIFACT_INPUT, ARTIFACT_OUTPUT, LITERT_SIGNATURE
 from keras_adtrs.models.folding import folded_for_inference
-from keras_adtrs.serving.artifacts import artifact_metadata, check_combination, write_artifact
+from keras_adtrs.serving.artifacts import artifact_metadata, check_combination, check_float32, write_artifact
 
 
 def _score_endpoint(model, crops):
@@ -97,6 +97,7 @@ def export_litert(
     check_combination("litert", quantize)
     if getattr(model, "crop_size", None) is None:
         raise ValueError("model has no `crop_size` attribute; export an ADTRSModel")
+    check_float32(model, "litert")
     exported = folded_for_inference(model) if fold_batchnorm else model
 
     def write(tmp):

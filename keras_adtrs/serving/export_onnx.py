@@ -35,6 +35,7 @@ from keras_adtrs.serving.artifacts import (
     ONNX_OPSET,
     artifact_metadata,
     check_combination,
+    check_float32,
     deployment_record,
     write_artifact,
 )
@@ -157,6 +158,7 @@ def export_onnx(
     check_combination("onnx", quantize)
     if getattr(model, "crop_size", None) is None:
         raise ValueError("model has no `crop_size` attribute; export an ADTRSModel")
+    check_float32(model, "onnx")
     onnx, tf2onnx = _import_onnx()
     exported = folded_for_inference(model) if fold_batchnorm else model
 
