@@ -6,9 +6,14 @@ The export itself is `keras_adtrs.serving.export.export_model` (SavedModel),
 
     python -m keras_adtrs.export --model M.keras --export-dir DIR \\
         [--name adtrs] [--version N] [--crops 9] [--max-pixels 40000000] [--overwrite]
-        [--no-fold-batchnorm]
+        [--no-fold-batchnorm] [--precision float32|mixed_bfloat16|mixed_float16]
     python -m keras_adtrs.export --model M.keras --export-dir DIR --format litert [--quantize float16|int8]
     python -m keras_adtrs.export --model M.keras --export-dir DIR --format onnx
+
+`--precision` exports the model computing in that precision (same weights;
+`keras_adtrs.models.adtrs.with_precision`, before BatchNorm is folded);
+without it the model computes as it was saved. LiteRT and ONNX take float32
+models only.
 
 The library is imported in `main()`, after `keras_adtrs.console` has quieted
 TensorFlow's start-up.
@@ -19,6 +24,7 @@ import os
 import sys
 
 from keras_adtrs import console
+from keras_adtrs.training.config import PRECISIONS
 from keras_adtrs.serving.artifacts import FORMATS, ONNX_OPSET, QUANTIZATIONS, artifact_path, check_combination
 from keras_adtrs.serving.signatures import (
     BYTES_INPUT,
@@ -51,7 +57,7 @@ def build_parser():
     parser.add_argument("--export-dir", required=True, help="base folder (TF Serving's base path is DIR/NAME)")
     parser.add_argument("--name", default="adtrs", help="model name (default: adtrs)")
     parser.add_argument("--version", type=int, default=None, help="savedmodel only: version number (default: next free integer)")
-    parser.add_argument("--crops", type=int, default=9, help="crops per image in the test grid (default: 9)")
+    parser.add_argument("--crops", type=int, default=9, help="crops per image in the test grid (default: 9; litert/onnx: recorded in the metadata)")
     parser.add_argument(
         "--max-pixels", type=int, default=None,
         help=f"savedmodel only: largest H*W accepted (default: {DEFAULT_MAX_PIXELS})",
@@ -61,6 +67,12 @@ def build_parser():
         "--no-fold-batchnorm",
         action="store_true",
         help="serve the model as saved (default: BatchNorm folded into the convolutions, same scores, faster)",
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None,
+        help="savedmodel: export the model computing in this precision, same weights (mixed_bfloat16 for CPUs "
+        "with AVX512-BF16 or AMX, TPUs and recent GPUs; mixed_float16 for GPUs); litert and onnx: float32 only "
+        "(a mixed-precision model is exported with --precision float32); default: as the model was saved",
     )
     return parser
 
@@ -84,6 +96,9 @@ def main(argv=None):
         for flag, value in (("--version", args.version), ("--max-pixels", args.max_pixels)):
             if value is not None:
                 parser.error(f"--format {args.format} {flag} is not supported: {flag} applies to --format savedmodel only")
+    if args.format != "savedmodel" and args.precision not in (None, "float32"):
+        parser.error(f"--format {args.format} --precision {args.precision} is not supported: {args.format} exports "
+                     "float32 models (--precision float32; --quantize float16|int8 for a smaller LiteRT file)")
     if args.max_pixels is None:
         args.max_pixels = DEFAULT_MAX_PIXELS
     if args.crops < 1:
@@ -102,9 +117,9 @@ def main(argv=None):
             return 1
     try:
         run_record = RunDir.beside(args.model).read_config()  # the score's meaning, when it is a run's model
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except ValueError as error:  # only the metadata's score description needs it
+        print(f"warning: {error}; the metadata will describe the score as the training labels", file=sys.stderr)
+        run_record = None
     console.quiet_tensorflow()
     from keras_adtrs.models import LOAD_ERRORS, load_model
     from keras_adtrs.serving.export import export_model
@@ -114,6 +129,10 @@ def main(argv=None):
     except LOAD_ERRORS as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
+    if args.precision is not None:
+        model = _with_precision(model, args.precision, args.model)
+        if model is None:
+            return 1
     if path is not None:
         return _export_artifact(args, model, path, run_record)
     try:
@@ -134,11 +153,31 @@ def main(argv=None):
         return 1
     print(f"exported {args.model} -> {path}")
     print(
-        f"  crop {model.crop_size}, {args.crops} crops per image, max {args.max_pixels} pixels; "
+        f"  crop {model.crop_size}, {args.crops} crops per image, max {args.max_pixels} pixels, "
+        f"{_policy(model)}; "
         f"signatures: {DEFAULT_SIGNATURE} ({BYTES_INPUT}: string[None] -> {SCORE_OUTPUT}: float32[None]), "
         f"{IMAGES_SIGNATURE} ({IMAGES_INPUT}: uint8[None,None,None,3] -> {SCORE_OUTPUT}: float32[None])"
     )
     return 0
+
+
+def _policy(model):
+    return getattr(getattr(model, "dtype_policy", None), "name", "float32")
+
+
+def _with_precision(model, precision, path):
+    """`model` computing in `precision` (same weights), or None after printing why it cannot."""
+    from keras_adtrs.models.adtrs import ADTRSModel, with_precision
+
+    if not isinstance(model, ADTRSModel):
+        print(f"error: --precision {precision}: {path} holds a {type(model).__name__}, not an ADTRSModel",
+              file=sys.stderr)
+        return None
+    try:
+        return with_precision(model, precision)
+    except ValueError as error:  # a folded inference copy
+        print(f"error: --precision {precision}: {path}: {error}", file=sys.stderr)
+        return None
 
 
 def _export_artifact(args, model, path, run_record):

@@ -22,6 +22,13 @@ from keras_adtrs.models.objective import (
     unpack_batch,
     update_trackers,
 )
+from keras_adtrs.models.precision import (
+    PRECISIONS,
+    check_precision,
+    current_precision,
+    precision_scope,
+    validate_precision,
+)
 from keras_adtrs.models.weights import init_from as init_from_file
 from keras_adtrs.models.weights import load_backbone_weights
 
@@ -150,6 +157,11 @@ class ADTRSModel(keras.Model):
         l2_weight_decay: float. Coupled L2 weight decay added to every
             gradient (the authors' `Adam(weight_decay=...)`, not AdamW).
             Defaults to `0.0`.
+        precision: str or None. `"float32"`, `"mixed_bfloat16"` or
+            `"mixed_float16"` (`keras_adtrs.models.precision`): the network's
+            layers compute in it, the score head and the loss terms stay
+            float32. Saved in the config, so a model loads in the precision
+            it was built in. Defaults to `None`: Keras' global dtype policy.
 
     Example:
     >>> model = ADTRSModel(crop_size=64)
@@ -175,8 +187,18 @@ class ADTRSModel(keras.Model):
         loss_weights=None,
         consistency_flip_back=False,
         l2_weight_decay=0.0,
+        precision=None,
         **kwargs,
     ):
+        if precision is None:
+            precision = current_precision()
+            if precision not in PRECISIONS:
+                raise ValueError(
+                    f"Keras' global dtype policy {precision!r} is not one of {', '.join(PRECISIONS)}: pass precision="
+                )
+        validate_precision(precision)
+        # The model's own policy too: its __call__ casts the input pixels to it.
+        kwargs.setdefault("dtype", precision)
         super().__init__(**kwargs)
         if input_normalization == "auto":
             if backbone not in BACKBONE_INPUT_NORMALIZATION:
@@ -206,19 +228,22 @@ class ADTRSModel(keras.Model):
         self.loss_weights = {k: float(v) for k, v in weights.items()}
         self.consistency_flip_back = bool(consistency_flip_back)
         self.l2_weight_decay = float(l2_weight_decay)
-        self.network = build_adtrs_network(
-            crop_size=self.crop_size,
-            backbone=backbone,
-            layer4_pooling=layer4_pooling,
-            input_normalization=input_normalization,
-            dropout_rate=self.dropout_rate,
-            num_heads=self.num_heads,
-            key_dim=self.key_dim,
-            attn_ratio=self.attn_ratio,
-            batchnorm_momentum=self.batchnorm_momentum,
-            score_scale=self.score_scale,
-            score_offset=self.score_offset,
-        )
+        self.precision = precision
+        # The network's layers take the precision from Keras' global policy while they are built.
+        with precision_scope(precision):
+            self.network = build_adtrs_network(
+                crop_size=self.crop_size,
+                backbone=backbone,
+                layer4_pooling=layer4_pooling,
+                input_normalization=input_normalization,
+                dropout_rate=self.dropout_rate,
+                num_heads=self.num_heads,
+                key_dim=self.key_dim,
+                attn_ratio=self.attn_ratio,
+                batchnorm_momentum=self.batchnorm_momentum,
+                score_scale=self.score_scale,
+                score_offset=self.score_offset,
+            )
         self.loss_trackers = {
             name: keras.metrics.Mean(name=name) for name in ("loss",) + LOSS_TERM_NAMES
         }
@@ -383,6 +408,7 @@ class ADTRSModel(keras.Model):
             "loss_weights": dict(self.loss_weights),
             "consistency_flip_back": self.consistency_flip_back,
             "l2_weight_decay": self.l2_weight_decay,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -397,6 +423,7 @@ def build_adtrs(
     backbone="resnet50",
     input_normalization="auto",
     init_from=None,
+    precision=None,
     **kwargs,
 ):
     """Builds an ADTRS model and loads its backbone weights.
@@ -420,6 +447,13 @@ def build_adtrs(
             starts afresh (`keras_adtrs.models.weights.init_from`). Then
             `backbone_weights` must be `"imagenet"` (the default, not
             downloaded) or None. Defaults to `None`.
+        precision: str or None. `"float32"`, `"mixed_bfloat16"` (CPUs with
+            AVX512-BF16 or AMX, TPUs, recent GPUs) or `"mixed_float16"`
+            (GPUs); checked against this machine
+            (`keras_adtrs.models.precision.check_precision`: a precision the
+            device lacks raises `UnsupportedPrecisionError`). The score head
+            and the loss stay float32. Defaults to `None`: Keras' global dtype
+            policy (float32 unless set).
         **kwargs: further `ADTRSModel` arguments.
 
     Returns:
@@ -431,11 +465,14 @@ def build_adtrs(
     >>> model(np.zeros((2, 64, 64, 3))).shape
     (2,)
     """
+    if precision is not None:
+        check_precision(precision)
     model = ADTRSModel(
         crop_size=crop_size,
         backbone=backbone,
         layer4_pooling=layer4_pooling,
         input_normalization=input_normalization,
+        precision=precision,
         **kwargs,
     )
     if init_from is None:
@@ -449,6 +486,36 @@ def build_adtrs(
     model.backbone_weights_info = {"requested": f"init_from {info['path']}", "source": f"init_from {info['path']}",
                                    "init_from": info}
     return model
+
+
+def with_precision(model, precision):
+    """`model` computing in `precision`: a copy with the same weights, or `model` itself when it already does.
+
+    Every precision keeps its variables in float32, so the weights carry over
+    unchanged; only the layers' compute type changes (for instance a float32
+    model served in bfloat16). Not checked against this machine (an export
+    may target another one).
+
+    Args:
+        model: an `ADTRSModel` (not a folded inference copy: convert first,
+            then fold).
+        precision: str. One of `keras_adtrs.models.precision.PRECISIONS`.
+
+    Returns:
+        An `ADTRSModel`.
+
+    Example:
+    >>> serving = with_precision(model, "mixed_bfloat16")  # doctest: +SKIP
+    """
+    validate_precision(precision)
+    if model.precision == precision:
+        return model
+    if model.batchnorm_folded:
+        raise ValueError("this model is a folded inference copy: change the precision of the original, then fold")
+    copy = ADTRSModel.from_config({**model.get_config(), "precision": precision})
+    copy.set_weights(model.get_weights())
+    copy.backbone_weights_info = dict(model.backbone_weights_info)
+    return copy
 
 
 #: What `load_model` raises for a file that is not a loadable model (not a

@@ -61,7 +61,9 @@ class PretrainingModel(keras.Model):
     "class", "fr"})` whose crops come in groups of `group_size`.
 
     Args:
-        adtrs_config: dict. `ADTRSModel` arguments (`crop_size`, ...).
+        adtrs_config: dict. `ADTRSModel` arguments (`crop_size`, ...;
+            `precision` sets the network's compute precision: the score, the
+            classifier and every loss term stay float32).
         num_classes: int. Classes of the type/level objective.
         group_size: int. Crops per group in a batch.
         objective: str. Terms joined by `+`. Defaults to

@@ -91,7 +91,8 @@ def check_float32(model, fmt):
     if policy != "float32":
         raise ValueError(
             f"--format {fmt} exports float32 models; this one computes in {policy}: export a float32 copy "
-            "of it (same weights), and use --quantize float16|int8 for a smaller LiteRT file"
+            "of it, same weights (--precision float32; keras_adtrs.models.adtrs.with_precision(model, 'float32')), "
+            "and use --quantize float16|int8 for a smaller LiteRT file"
         )
 
 
@@ -226,6 +227,8 @@ def deployment_record(model, fmt, quantize=None, source_model=None, run_record=N
             "note": "largest difference from the Keras model's score on the same crops that the tests allow",
         },
         "batchnorm_folded": int(getattr(model, "batchnorm_folded", 0)),
+        # The compute precision inside (float32 for LiteRT and ONNX; a SavedModel may be mixed: export --precision).
+        "precision": getattr(getattr(model, "dtype_policy", None), "name", "float32"),
     }
 
 

@@ -13,6 +13,7 @@ Example:
 (224, 10)
 """
 
+import argparse
 import dataclasses
 from typing import Optional
 
@@ -21,13 +22,15 @@ from keras_adtrs.training import run_dir
 #: Key of `by_dataset` that holds the default for every other data set.
 OTHER_SETS = "*"
 GROUPS = ("data", "training", "model", "output")
+#: `keras_adtrs.models.precision.PRECISIONS` (not imported: this module is read before the Keras backend is chosen).
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _none_or_str(value):
     return None if value.lower() == "none" else value
 
 
-def _setting(default, help, group, *, by_dataset=None, flags=None, cli=True, **argparse_kwargs):
+def _setting(default, help, group, *, by_dataset=None, flags=None, cli=True, aliases=None, **argparse_kwargs):
     """One row of the table: a dataclass field whose metadata describes its option.
 
     Args:
@@ -39,12 +42,14 @@ def _setting(default, help, group, *, by_dataset=None, flags=None, cli=True, **a
         flags: tuple of str or None. Option strings; default `--field-name`
             (`--no-field-name` for a bool that defaults to True).
         cli: bool. False for settings without an option.
+        aliases: dict or None. Further flags without a value, each setting the
+            field to its value (kept for older command lines).
         **argparse_kwargs: `type`, `choices`, `action`, `const`, `metavar`.
     """
     if group not in GROUPS:
         raise ValueError(f"unknown group {group!r}")
     metadata = {"help": help, "group": group, "by_dataset": by_dataset, "flags": flags, "cli": cli,
-                "argparse": argparse_kwargs}
+                "aliases": aliases or {}, "argparse": argparse_kwargs}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -106,8 +111,10 @@ class TrainConfig:
     backend: Optional[str] = _setting(
         None, "Keras backend (default: $KERAS_BACKEND, else tensorflow); jax uses the numpy input pipeline and "
         "writes no SavedModel", "training", choices=("tensorflow", "jax"))
-    mixed_precision: bool = _setting(
-        False, "mixed_float16 compute with loss scaling; score head and losses in float32", "training")
+    precision: str = _setting(
+        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
+        "or mixed_float16 (GPUs; with loss scaling); the score head and the loss stay float32", "training",
+        choices=PRECISIONS, aliases={"--mixed-precision": "mixed_float16"})
     checkpoint_every_steps: Optional[int] = _setting(
         None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training", type=int)
     # ----------------------------------------------------------------- model
@@ -164,6 +171,11 @@ class PretrainConfig:
     seed: int = _setting(0, "seed of the crops, distortions and initialisation", "training", type=int)
     backend: Optional[str] = _setting(
         None, "Keras backend (default: $KERAS_BACKEND, else tensorflow)", "training", choices=("tensorflow", "jax"))
+    precision: str = _setting(
+        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
+        "or mixed_float16 (GPUs; with loss scaling); the score, the classifier and the losses stay float32; "
+        "the saved model keeps it (train --precision sets the fine-tuning run's own)", "training",
+        choices=PRECISIONS)
     checkpoint_every_steps: Optional[int] = _setting(
         None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training", type=int)
     # ----------------------------------------------------------------- model
@@ -287,6 +299,9 @@ def add_arguments(parser, config_class):
         if default_text:
             help_text += f" ({default_text})"
         groups[meta["group"]].add_argument(*flags, dest=field.name, default=field.default, help=help_text, **kwargs)
+        for alias, value in meta.get("aliases", {}).items():
+            groups[meta["group"]].add_argument(alias, dest=field.name, action="store_const", const=value,
+                                               default=argparse.SUPPRESS, help=f"same as {flags[0]} {value}")
     return parser
 
 

@@ -46,6 +46,7 @@ from keras_adtrs.training.run import (
     build_model,
     label_statistics,
     learning_rate,
+    require_precision,
     run_record,
     split_parts,
     test_and_report,
@@ -91,6 +92,7 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     run = RunDir(config.output_dir)
     run.check_writable()
     started = time.time()
+    require_precision(config)  # the model computes in it: fail now if this machine lacks it
     keras.utils.set_random_seed(config.seed)
     say = print if config.verbose else (lambda *a, **k: None)
 
@@ -102,7 +104,10 @@ def run_training_jax(config: TrainConfig, source=None, extra_callbacks=()):
     steps = training_steps(config, len(train_src))
     label_mean, label_std = label_statistics(config, train_src)
     model = build_model(config, label_mean, label_std)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, steps * config.epochs)), jit_compile=True)
+    optimizer = keras.optimizers.Adam(learning_rate(config, steps * config.epochs))
+    if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, jit_compile=True)
 
     run_config = run_record(
         config, model, source, parts, label_mean, label_std, steps, 1,

@@ -27,6 +27,7 @@ from keras_adtrs.training.run import (
     build_model,
     label_statistics,
     learning_rate,
+    require_precision,
     run_record,
     split_parts,
     test_and_report,
@@ -44,6 +45,7 @@ def run_training(config: TrainConfig):
     # First TensorFlow work of the run: MultiWorkerMirroredStrategy must configure
     # the collective ops before the TensorFlow context starts.
     strategy = distribute.choose_strategy(config.strategy)
+    require_precision(config)  # the model computes in it: fail now if this machine lacks it
     keras.utils.set_random_seed(config.seed)
 
     say = print if config.verbose else (lambda *a, **k: None)
@@ -57,9 +59,6 @@ def run_training(config: TrainConfig):
     run = RunDir(distribute.worker_output_dir(run.path, strategy))
     if not chief:
         run.check_writable()
-    if config.mixed_precision:
-        # float16 compute, float32 variables; the score head and the losses stay float32.
-        keras.mixed_precision.set_global_policy("mixed_float16")
     settings = dataclasses.asdict(config)
     state = resume.load_state(run.checkpoint_dir, settings)
     if distribute.is_multi_worker(strategy):
@@ -72,7 +71,7 @@ def run_training(config: TrainConfig):
     with strategy.scope():
         model = build_model(config, label_mean, label_std)
         optimizer = keras.optimizers.Adam(learning_rate(config, steps * config.epochs))
-        if config.mixed_precision:
+        if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         # --jit-compile: the whole step with one replica; with several, only the forward and
         # backward passes (XLA cannot compile the all-reduce on CPUs; see models/step_tensorflow.py).

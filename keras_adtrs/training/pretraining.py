@@ -42,12 +42,12 @@ from keras_adtrs.models.adtrs import validate_crop_size
 from keras_adtrs.models.pretraining import PretrainingModel, parse_objective
 from keras_adtrs.training import resume
 from keras_adtrs.training.config import PretrainConfig
-from keras_adtrs.training.run import learning_rate, versions
+from keras_adtrs.training.run import learning_rate, require_precision, versions
 from keras_adtrs.training.run_dir import RunDir, default_path
 
 #: Settings a resumed pre-training run must share with the interrupted one.
 FIXED_SETTINGS = ("images", "procedural_references", "kinds", "objective", "crop_size", "groups", "levels",
-                  "steps", "steps_per_epoch", "learning_rate", "lr_schedule", "seed", "backbone")
+                  "steps", "steps_per_epoch", "learning_rate", "lr_schedule", "seed", "backbone", "precision")
 
 
 def parse_kinds(kinds):
@@ -124,6 +124,7 @@ def run_pretraining(config: PretrainConfig):
     config = check_config(config)
     run = RunDir(config.output_dir)
     run.check_writable()
+    require_precision(config)  # the model computes in it: fail now if this machine lacks it
     started = time.time()
     say = print if config.verbose else (lambda *a, **k: None)
     keras.utils.set_random_seed(config.seed)
@@ -134,15 +135,17 @@ def run_pretraining(config: PretrainConfig):
 
     model = PretrainingModel(
         adtrs_config={"crop_size": config.crop_size, "backbone": config.backbone,
-                      "batchnorm_momentum": config.batchnorm_momentum},
+                      "batchnorm_momentum": config.batchnorm_momentum, "precision": config.precision},
         num_classes=num_classes(kinds),
         group_size=config.levels,
         objective=config.objective,
     )
     per_epoch = min(config.steps_per_epoch, config.steps)
     epochs = -(-config.steps // per_epoch)  # the last epoch is a whole one: steps round up to it
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, epochs * per_epoch)),
-                  jit_compile=keras.backend.backend() == "jax")
+    optimizer = keras.optimizers.Adam(learning_rate(config, epochs * per_epoch))
+    if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, jit_compile=keras.backend.backend() == "jax")
     if state is not None:
         resume.restore(model, state, run.checkpoint_dir)
         say(f"resuming from step {state['global_step']} ({run.checkpoint_dir})")
@@ -171,7 +174,7 @@ def run_pretraining(config: PretrainConfig):
     batch_size = config.groups * config.levels
     say(f"pre-training {config.steps} steps of {config.groups} groups x {config.levels} levels "
         f"({batch_size} crops), crop {config.crop_size}, objective {config.objective}, "
-        f"{len(kinds)} distortions, backend {keras.backend.backend()}")
+        f"{len(kinds)} distortions, {config.precision}, backend {keras.backend.backend()}")
 
     def batches(first_step):
         return DistortionBatches(references, config.crop_size, kinds, config.groups, config.levels,

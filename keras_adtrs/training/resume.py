@@ -31,7 +31,7 @@ import keras
 STATE_FILE = "state.json"
 #: Settings a resumed run must share with the interrupted one.
 FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed", "steps_per_epoch",
-                  "learning_rate", "lr_schedule", "backbone", "layer4_pooling", "mixed_precision",
+                  "learning_rate", "lr_schedule", "backbone", "layer4_pooling", "precision",
                   "test_fraction", "validation_fraction", "standardize_labels")
 
 

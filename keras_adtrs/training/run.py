@@ -22,6 +22,7 @@ import scipy
 from keras_adtrs import metrics as iqa_metrics
 from keras_adtrs.data.splits import split_by_group
 from keras_adtrs.models.adtrs import build_adtrs
+from keras_adtrs.models.precision import UnsupportedPrecisionError, check_precision
 from keras_adtrs.reporting import fmt_metric, summary_table
 from keras_adtrs.training.config import parse_loss_weights
 from keras_adtrs.version import __version__
@@ -79,6 +80,14 @@ def label_statistics(config, train_src):
     return mean, std
 
 
+def require_precision(config):
+    """Exits with a clear error (naming the precision and the device) when this machine lacks `config.precision`."""
+    try:
+        check_precision(config.precision)
+    except UnsupportedPrecisionError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def build_model(config, label_mean, label_std):
     """`build_adtrs` with the run's settings (a bad setting or `--init-from` file exits with its message)."""
     try:
@@ -97,6 +106,7 @@ def _build(config, label_mean, label_std):
         score_scale=label_std if config.standardize_labels else 1.0,
         score_offset=label_mean if config.standardize_labels else 0.0,
         l2_weight_decay=config.weight_decay,
+        precision=config.precision,
         init_from=config.init_from,
         loss_weights=parse_loss_weights(config.loss_weights),
     )
