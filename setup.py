@@ -8,6 +8,7 @@ here = pathlib.Path(__file__).parent
 #: One console script per command (`python -m keras_adtrs.<command>` does the same).
 CONSOLE_SCRIPTS = [
     "adtrs-train=keras_adtrs.train:main",
+    "adtrs-pretrain=keras_adtrs.pretrain:main",
     "adtrs-evaluate=keras_adtrs.evaluate:main",
     "adtrs-predict=keras_adtrs.predict:main",
     "adtrs-export=keras_adtrs.export:main",

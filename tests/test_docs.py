@@ -53,9 +53,10 @@ from conftest import REPO
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-COMMAND_MODULES = ("train", "evaluate", "predict", "export", "convert", "serving.client")
+COMMAND_MODULES = ("train", "pretrain", "evaluate", "predict", "export", "convert", "serving.client")
 SCRIPTS = {
     "adtrs-train": "train",
+    "adtrs-pretrain": "pretrain",
     "adtrs-evaluate": "evaluate",
     "adtrs-predict": "predict",
     "adtrs-export": "export",
@@ -262,6 +263,13 @@ def train_with(predicate):
 COVERAGE = [
     # (what, predicate, where): the first rule that matches a documented command applies.
     ("--help", lambda c: is_help(c.args), HERE),
+    ("pretrain", lambda c: c.command == "pretrain",
+     "tests/test_pretraining.py::test_pretraining_lowers_its_loss_and_round_trips, "
+     "tests/test_pretraining.py::test_killed_pretraining_resumes_and_train_starts_from_it, "
+     "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands"),
+    ("train --init-from", train_with(lambda c: option(c.args, "--init-from") is not None),
+     "tests/test_pretraining.py::test_killed_pretraining_resumes_and_train_starts_from_it, "
+     "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands"),
     ("train on the JAX backend",
      train_with(lambda c: option(c.args, "--backend") == "jax" or "KERAS_BACKEND=jax" in c.env),
      "tests/test_jax_backend.py::test_jax_training_run_without_tensorflow"),
@@ -346,6 +354,13 @@ OTHER_PROGRAMS = {
         "its options are checked here",
     "python benchmarks/quality_maps.py":
         "tests/test_deployment.py::test_quality_maps_script_writes_maps (crop 64); its options are checked here",
+    "python benchmarks/pretraining_ablation.py":
+        "tests/test_benchmarks.py::test_pretraining_ablation_prints_its_table (tiny, LIVE-C dummy release); "
+        "its options are checked here",
+    "bash benchmarks/clive_pipeline.sh":
+        "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands (tiny, LIVE-C dummy release)",
+    "apt-get": NOT_RUN + "installs Debian packages (the wallpaper photographs); benchmarks/clive_pipeline.sh runs it "
+        "as root when they are missing",
     "saved_model_cli": "tests/test_export.py::test_saved_model_cli_lists_both_signatures",
     "docker": NOT_RUN + "no Docker engine on the development and CI machines (docs/serving.md says so)",
     "tensorflow_model_server": NOT_RUN + "no TF Serving binary on the development and CI machines",
@@ -356,6 +371,7 @@ SCRIPT_SOURCES = {
     "bash benchmarks/gpu_clive_run.sh": ["benchmarks/gpu_clive_run.sh", "benchmarks/gpu_clive_run.py"],
     "python benchmarks/deployment.py": ["benchmarks/deployment.py"],
     "python benchmarks/quality_maps.py": ["benchmarks/quality_maps.py"],
+    "python benchmarks/pretraining_ablation.py": ["benchmarks/pretraining_ablation.py"],
 }
 
 

@@ -64,7 +64,7 @@ def test_console_scripts_point_at_each_command_main(capsys):
     import importlib
 
     scripts = dict(entry.split("=") for entry in _console_scripts())
-    assert set(scripts) == {"adtrs-train", "adtrs-evaluate", "adtrs-predict", "adtrs-export", "adtrs-convert",
+    assert set(scripts) == {"adtrs-train", "adtrs-pretrain", "adtrs-evaluate", "adtrs-predict", "adtrs-export", "adtrs-convert",
                             "adtrs-serving-client", "keras-adtrs-train"}
     assert scripts["keras-adtrs-train"] == scripts["adtrs-train"]
     for name, target in scripts.items():

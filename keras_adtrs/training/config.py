@@ -97,7 +97,7 @@ class TrainConfig:
     lr_schedule: str = _setting("cosine", "learning-rate schedule", "training", choices=("cosine", "constant"))
     warmup_epochs: Optional[int] = _setting(
         None, "first epochs trained on the quality terms only", "training",
-        by_dataset={"default": 3, OTHER_SETS: 0}, type=int)
+        by_dataset={"default": 7, OTHER_SETS: 0}, type=int)
     weight_decay: float = _setting(0.0, "coupled L2 weight decay, as the authors' Adam", "training", type=float)
     loss_weights: Optional[str] = _setting(
         None, "weights of the objective's terms, e.g. ranking=0,ranking_consistency=0 for the quality and "
