@@ -47,9 +47,12 @@ import sys
 import tempfile
 import time
 
-from keras_adtrs.console import quiet_tensorflow
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # a script in the checkout measures the checkout's package
+
+from keras_adtrs.console import quiet_tensorflow  # noqa: E402
+
 DEFAULT_IMAGES = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "clive_dev", "ChallengeDB_release", "Images"))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: (label, format, quantize) of each artifact, in table order.

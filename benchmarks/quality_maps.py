@@ -23,9 +23,12 @@ import argparse
 import os
 import sys
 
-from keras_adtrs.console import quiet_tensorflow
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # a script in the checkout measures the checkout's package
+
+from keras_adtrs.console import quiet_tensorflow  # noqa: E402
+
 DEFAULT_IMAGES = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "clive_dev", "ChallengeDB_release", "Images"))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNTRAINED = "UNTRAINED random-weight model: the map shows the pipeline, not image quality"

@@ -1,1 +1,1 @@
-"""Inference: scoring whole images (crop grids) and evaluating a model on a data set."""
+"""Inference: scoring whole images (crop grids), quality maps, LiteRT/ONNX artifacts as models, evaluation."""

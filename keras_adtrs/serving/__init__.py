@@ -1,8 +1,11 @@
-"""Serving: the SavedModel export for TensorFlow Serving and the gRPC client.
+"""Serving and deployment: the SavedModel for TensorFlow Serving, LiteRT and ONNX exports, the gRPC client.
 
 `export.export_model` writes the SavedModel (TensorFlow-only module);
-`signatures` names its signatures, inputs and limits; `client.ServingClient`
-scores files against a running server (`python -m keras_adtrs.serving.client`).
+`export_litert.export_litert` and `export_onnx.export_onnx` write LiteRT and
+ONNX files (TensorFlow-only modules); `artifacts` holds what their metadata
+records and which formats and quantisations go together; `signatures` names
+the SavedModel's signatures, inputs and limits; `client.ServingClient` scores
+files against a running server (`python -m keras_adtrs.serving.client`).
 `serving/` at the repository root holds the TF Serving configuration.
 
 Example:
