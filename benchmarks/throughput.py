@@ -1,91 +1,154 @@
-"""Inference and training throughput of ADTRS on this machine (prints a table).
+"""Throughput of ADTRS against the authors' own PyTorch code, on this machine (prints a table).
 
 Each row runs in its own subprocess, so its peak memory (max RSS) is its own.
 A process times `--repeats` runs after a warm-up (graph tracing excluded);
 with `--rounds N` every row runs N times, the rows interleaved (row 1, row 2,
 ..., row 1, row 2, ...), so that a noisy spell on a shared machine falls on
-all of them alike. The table shows the median over all timed runs, the ratio
-to the float32 matrix-multiply ceiling that the script measures first, and
-the peak memory.
+all of them alike. The table shows, per row, the median over all timed runs,
+the ratio to the authors' code at the same batch (inference paths against
+their test forward, training rows against their training step), the share of
+the matrix-multiply ceiling that the script measures (float32 rows against a
+float32 ceiling, bfloat16 rows against a bfloat16 one) and the peak memory.
 
-Modes (crops/s counts the crops the network sees):
+Rows (`--modes`; crops/s counts the crops scored or trained on):
 
 - `inference`: `model(x, training=False)` in a `tf.function`;
-- `predict`: `model.predict` over four batches;
-- `score`: `keras_adtrs.score` on 384x512 images, 9 grid crops per image,
-  `batch_size` crops per forward call (crop extraction included);
-- `savedmodel`: the exported SavedModel's `serving_images` signature;
+- `predict`: `model.predict` over four batches, on the model as trained;
+- `score`: `keras_adtrs.score` on `batch` one-crop images of the crop size,
+  at its default `batch_size` (a handful of images, the common call);
+- `score_grid`: `keras_adtrs.score` on 384x512 images, 9 grid crops each,
+  `batch_size` crops per forward call (decoding and crops included);
+- `predict_cli`: the predict command's `main()` on a folder of 32 JPEG files
+  of 384x512, 9 crops each, `--batch-size batch`, in this process: loading
+  the `.keras` file and folding its BatchNorm included, Python's start and
+  imports not;
+- `savedmodel`: the exported SavedModel's `serving_images` signature
+  (BatchNorm folded, the export's default);
 - `training`: `fit`'s compiled step (`train_on_batch`), two passes per step;
+- `authors_test`: the authors' `Net` in `eval()` under `torch.no_grad()`, as
+  their `test` calls it (each call also runs the mirrored crop);
+- `authors_train`: the authors' training step as their `run.py` runs it: the
+  crops and their mirror, each forward also running its own mirror, the L1
+  and consistency losses, `backward`, `Adam(weight_decay=5e-4)` (their
+  ranking terms, scalar arithmetic on the batch's scores, are left out, as
+  in `time_authors.py`);
 - `keras_resnet50_forward`, `keras_resnet50_training`: bare
-  `keras.applications.ResNet50` (pooled features, an L1 loss on one Dense
-  output): the yardstick the speed issue quotes for this machine.
+  `keras.applications.ResNet50` (pooled features; an L1 loss on one Dense
+  output), a yardstick.
 
-`--torch-baseline` adds, after each `inference` and `training` row, the same
-mode and batch of `benchmarks/authors_pattern_torch.py` (the authors' pass
-counts in PyTorch; needs torch) and prints the ratios.
+A mode may carry a precision, `MODE:PRECISION` (`float32`, `mixed_bfloat16`,
+`mixed_float16`; default float32), for instance `training:mixed_bfloat16`.
+Rows in a precision this machine lacks are skipped with a message
+(`keras_adtrs.models.precision.check_precision`).
+
+The authors' code is imported at run time from `--authors-dir` (default
+`../shared/reference/authors_adtrs` beside the repository: their `models.py`,
+`Attention4DD.py`, `resnet.py`, MIT licence), never copied here; torchvision,
+timm and their data loader, which this path does not use, are stubbed. Their
+rows are skipped with a message when that folder or torch is missing
+(`pip install torch`, the CPU wheel). Their weights are random, as ours.
 
     python benchmarks/throughput.py [--crop-size 224] [--batch-sizes 8 32] [--repeats 3]
-        [--rounds 1] [--modes ...] [--torch-baseline] [--execution graph|eager|xla]
+        [--rounds 1] [--modes ...] [--authors-dir DIR] [--threads N] [--execution graph|eager|xla]
 
 `--execution` picks how Keras runs the model: `graph` (the default:
 `tf.function` for inference, `fit`'s compiled step for training), `eager`
 (a plain `model(x)` call; `run_eagerly=True` for training) or `xla`
-(`jit_compile=True`). Comparing them (and runs at other commits) is how the
-before/after table in docs/benchmarks.md was made.
+(`jit_compile=True`).
 """
 
 import argparse
 import json
+import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 
-from keras_adtrs.console import quiet_tensorflow
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # a script in the checkout times the checkout's package (and its children too)
 
+from keras_adtrs.console import quiet_tensorflow  # noqa: E402
+DEFAULT_AUTHORS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "reference", "authors_adtrs"))
 FORWARD_GFLOP_224 = 8.2  # ResNet50 at 224; the ADTRS block and head add ~2%
-MODES = (
-    "inference",
-    "predict",
-    "score",
-    "savedmodel",
-    "training",
-    "keras_resnet50_forward",
-    "keras_resnet50_training",
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "savedmodel")
+TRAINING_MODES = ("training",)
+AUTHORS_MODES = ("authors_test", "authors_train")
+YARDSTICKS = ("keras_resnet50_forward", "keras_resnet50_training")
+MODES = INFERENCE_MODES + TRAINING_MODES + AUTHORS_MODES + YARDSTICKS
+DEFAULT_MODES = (
+    "authors_test", "inference", "predict", "score", "score_grid", "predict_cli", "savedmodel",
+    "predict:mixed_bfloat16", "authors_train", "training", "training:mixed_bfloat16",
 )
-DEFAULT_MODES = ("inference", "predict", "score", "savedmodel", "training")
-#: Forward-pass equivalents per crop: training is forward + backward (~3x) of
-#: two passes; the authors' pattern runs two passes at inference and four per
-#: training step, two of them with gradients (2 x 3 + 2).
-FORWARD_EQUIVALENTS = {"training": 6, "keras_resnet50_training": 3}
-TORCH_FORWARD_EQUIVALENTS = {"inference": 2, "training": 8}
-TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "authors_pattern_torch.py")
+#: Forward-pass equivalents per crop (backward ~2x forward): our training step
+#: runs two passes with gradients (2 x 3); the authors' test forward runs two
+#: passes, their training step four, two of them with gradients (2 x 3 + 2).
+FORWARD_EQUIVALENTS = {"training": 6, "keras_resnet50_training": 3, "authors_test": 2, "authors_train": 8}
+#: The authors' row each row is compared with.
+BASELINE = {**{m: "authors_test" for m in INFERENCE_MODES + ("keras_resnet50_forward",)},
+            "training": "authors_train", "keras_resnet50_training": "authors_train"}
+CLI_IMAGES, CLI_CROPS, GRID_IMAGE = 32, 9, (384, 512)
 
 
-def matmul_ceiling_gflops(size=2048, repeats=5):
-    import numpy as np
-    import tensorflow as tf
+def parse_mode(text):
+    """`"training:mixed_bfloat16"` -> `("training", "mixed_bfloat16")`; raises ValueError naming bad parts."""
+    mode, _, precision = text.partition(":")
+    precision = precision or "float32"
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} in {text!r}; choose from {', '.join(PRECISIONS)}")
+    if precision != "float32" and (mode in AUTHORS_MODES or mode in YARDSTICKS):
+        raise ValueError(f"{mode} runs in float32 only, got {text!r}")
+    return mode, precision
 
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    tf.linalg.matmul(a, b).numpy()
-    times = []
+
+# ------------------------------------------------------------------ children
+def peak_mib():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_runs(run, repeats, per_run):
+    """One warm-up, then `repeats` timed runs: crops/s of each."""
+    run()
+    rates = []
     for _ in range(repeats):
         start = time.perf_counter()
+        run()
+        rates.append(per_run / (time.perf_counter() - start))
+    return rates
+
+
+def ceiling_child(size=2048, repeats=5):
+    """Matrix-multiply ceilings (GFLOP/s) of TensorFlow on this machine, float32 and bfloat16."""
+    import tensorflow as tf
+
+    result = {}
+    for dtype in ("float32", "bfloat16"):
+        a = tf.cast(tf.random.normal((size, size)), dtype)
+        b = tf.cast(tf.random.normal((size, size)), dtype)
         tf.linalg.matmul(a, b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9, float(np.median(times))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            tf.linalg.matmul(a, b).numpy()
+            times.append(time.perf_counter() - start)
+        result[dtype] = 2 * size**3 / statistics.median(times) / 1e9
+    print(json.dumps(result))
 
 
 def keras_resnet50_runner(mode, x, jit):
-    """A step of bare `keras.applications.ResNet50` (the issue's yardstick)."""
+    """A step of bare `keras.applications.ResNet50` (the yardstick)."""
     import keras
     import tensorflow as tf
 
-    backbone = keras.applications.ResNet50(
-        weights=None, include_top=False, pooling="avg", input_shape=x.shape[1:]
-    )
+    backbone = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=x.shape[1:])
     if mode == "keras_resnet50_forward":
         fn = tf.function(lambda t: backbone(t, training=False), jit_compile=jit)
         return lambda: fn(x).numpy()
@@ -95,26 +158,41 @@ def keras_resnet50_runner(mode, x, jit):
     return lambda: model.train_on_batch(x, y)
 
 
-def child(mode, batch, crop, repeats, steps, execution):
-    """Times one row in this process; prints `{"rates": [...], "peak_mib": ...}`."""
-    import resource
+def _jpeg_folder(folder, count, size, rng):
+    from PIL import Image
+
+    for i in range(count):
+        pixels = rng.integers(0, 256, size + (3,), dtype="uint8")
+        Image.fromarray(pixels).save(os.path.join(folder, f"image_{i:03d}.jpg"), quality=90)
+
+
+def keras_child(mode, precision, batch, crop, repeats, steps, execution):
+    """Times one of our rows in this process; prints `{"rates": [...], "peak_mib": ...}`."""
+    import contextlib
+    import io
+    import tempfile
 
     import keras
     import numpy as np
     import tensorflow as tf
 
     import keras_adtrs
+    from keras_adtrs.models.precision import check_precision
 
+    check_precision(precision)
     keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype("float32")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, crop, crop, 3)).astype("float32")
     y = np.random.default_rng(1).uniform(0, 100, batch).astype("float32")
     jit = execution == "xla"
     per_run = batch
-    if not mode.startswith("keras_resnet50"):
-        model = keras_adtrs.build_adtrs(crop_size=crop, backbone_weights=None, score_scale=20.0, score_offset=50.0)
+    scratch = tempfile.TemporaryDirectory()  # removed when this process exits
     if mode.startswith("keras_resnet50"):
         run = keras_resnet50_runner(mode, x, jit)
-    elif mode == "inference":
+    else:
+        model = keras_adtrs.build_adtrs(crop_size=crop, backbone_weights=None, score_scale=20.0, score_offset=50.0,
+                                        precision=precision)
+    if mode == "inference":
         if execution == "eager":
             run = lambda: model(x, training=False).numpy()  # noqa: E731
         else:
@@ -127,18 +205,35 @@ def child(mode, batch, crop, repeats, steps, execution):
         per_run = len(crops)
         run = lambda: model.predict(crops, batch_size=batch, verbose=0)  # noqa: E731
     elif mode == "score":
-        images = list(np.random.default_rng(2).integers(0, 256, (-(-4 * batch // 9), 384, 512, 3), dtype=np.uint8))
+        images = list(rng.integers(0, 256, (batch, crop, crop, 3), dtype=np.uint8))
+        run = lambda: keras_adtrs.score(model, images, crops=1)  # noqa: E731
+    elif mode == "score_grid":
+        images = list(rng.integers(0, 256, (-(-4 * batch // 9),) + GRID_IMAGE + (3,), dtype=np.uint8))
         per_run = 9 * len(images)
         run = lambda: keras_adtrs.score(model, images, crops=9, batch_size=batch)  # noqa: E731
-    elif mode == "savedmodel":
-        import tempfile
+    elif mode == "predict_cli":
+        from keras_adtrs import predict as predict_command
 
+        path = os.path.join(scratch.name, "model.keras")
+        model.save(path)
+        del model
+        folder = os.path.join(scratch.name, "images")
+        os.mkdir(folder)
+        _jpeg_folder(folder, CLI_IMAGES, GRID_IMAGE, rng)
+        argv = [folder, "--model", path, "--batch-size", str(batch), "--crops", str(CLI_CROPS), "--format", "csv",
+                "--no-progress"]
+        per_run = CLI_IMAGES * CLI_CROPS
+
+        def run():
+            with contextlib.redirect_stdout(io.StringIO()):
+                status = predict_command.main(argv)
+            if status:
+                raise RuntimeError(f"predict exited with {status}")
+    elif mode == "savedmodel":
         from keras_adtrs.serving.export import export_model
 
-        export_dir = tempfile.TemporaryDirectory()  # removed when this process exits
-        path = export_model(model, export_dir.name, num_crops=1)
-        loaded = tf.saved_model.load(path)
-        sig = loaded.signatures["serving_images"]
+        path = export_model(model, scratch.name, num_crops=1)
+        sig = tf.saved_model.load(path).signatures["serving_images"]
         images = tf.constant(x.astype("uint8"))
         run = lambda: sig(images=images)  # noqa: E731
     elif mode == "training":
@@ -146,71 +241,178 @@ def child(mode, batch, crop, repeats, steps, execution):
         model.train_on_batch(x, y)
         run = lambda: [model.train_on_batch(x, y) for _ in range(steps)]  # noqa: E731
         per_run = batch * steps
-    run()
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(per_run / (time.perf_counter() - start))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rates": rates, "peak_mib": peak_mib}))
+    rates = time_runs(run, repeats, per_run)
+    print(json.dumps({"rates": rates, "peak_mib": peak_mib()}))
 
 
-def measure(row, args):
-    """Runs one row in a subprocess: `(rates, peak_mib)` or `(None, error line)`."""
-    kind, mode, batch = row
-    if kind == "torch":
-        cmd = [sys.executable, TORCH_SCRIPT, "--row", mode, str(batch), "--crop-size", str(args.crop_size)]
+def load_authors_net(authors_dir):
+    """The authors' `Net` (random weights), imported from `authors_dir` with its unused imports stubbed."""
+    import tempfile
+    import types
+
+    sys.path.insert(0, authors_dir)
+    import resnet as authors_resnet  # their resnet.py
+
+    # models.py imports torchvision, timm and their data loader at module level; this path uses none.
+    tv, tvm = types.ModuleType("torchvision"), types.ModuleType("torchvision.models")
+    tvm.resnet50 = lambda pretrained=False, **kw: authors_resnet.resnet50()  # no download: random weights
+    tv.models = tvm
+    timm, timm_layers = types.ModuleType("timm"), types.ModuleType("timm.layers")
+    timm_layers.to_2tuple = lambda x: x if isinstance(x, (tuple, list)) else (x, x)
+    timm.layers = timm_layers
+    for name, module in {"torchvision": tv, "torchvision.models": tvm, "timm": timm, "timm.layers": timm_layers,
+                         "data_loader": types.ModuleType("data_loader")}.items():
+        sys.modules.setdefault(name, module)
+    import models as authors_models  # their models.py
+
+    config = types.SimpleNamespace(network="resnet50", nheadt=16, num_encoder_layerst=4, dim_feedforwardt=64)
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)  # Net() writes and removes a weights file in the working directory
+        try:
+            net = authors_models.Net(config, device="cpu")
+        finally:
+            os.chdir(here)
+    return net
+
+
+def authors_child(mode, batch, crop, repeats, steps, authors_dir, threads):
+    """Times the authors' code in this process; prints `{"rates": [...], "peak_mib": ...}`."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    net = load_authors_net(authors_dir)
+    x = torch.randn(batch, 3, crop, crop)
+    if mode == "authors_test":
+        net.eval()
+
+        def run():
+            with torch.no_grad():
+                net(x)
+
+        per_run = batch
     else:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, str(batch), "--crop-size",
-               str(args.crop_size), "--repeats", str(args.repeats), "--train-steps", str(args.train_steps),
-               "--execution", args.execution]
+        net.train()
+        optimizer = torch.optim.Adam(net.parameters(), lr=2e-5, weight_decay=5e-4)
+        l1 = torch.nn.L1Loss()
+        y = torch.rand(batch) * 100
+
+        def step():
+            net.zero_grad()
+            pred, closs = net(x)
+            pred2, closs2 = net(torch.flip(x, [3]))
+            loss = l1(pred.squeeze(), y) + l1(pred2.squeeze(), y) + closs + closs2
+            loss.backward()
+            optimizer.step()
+
+        def run():
+            for _ in range(steps):
+                step()
+
+        per_run = batch * steps
+    rates = time_runs(run, repeats, per_run)
+    print(json.dumps({"rates": rates, "peak_mib": peak_mib(), "threads": torch.get_num_threads(),
+                      "torch": torch.__version__}))
+
+
+# -------------------------------------------------------------------- parent
+def authors_unavailable(authors_dir):
+    """Why the authors' rows cannot run (a message), or None."""
+    import importlib.util
+
+    missing = [f for f in ("models.py", "Attention4DD.py", "resnet.py")
+               if not os.path.isfile(os.path.join(authors_dir, f))]
+    if missing:
+        return f"the authors' code is not in {authors_dir} (missing {', '.join(missing)}; see --authors-dir)"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed (pip install torch, the CPU wheel)"
+    return None
+
+
+def run_child(args, *child):
+    """Runs this script with `--child ...` in a subprocess: its JSON result, or `(None, error line)`."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", *child, "--crop-size", str(args.crop_size),
+           "--repeats", str(args.repeats), "--train-steps", str(args.train_steps), "--execution", args.execution,
+           "--authors-dir", args.authors_dir, "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode < 0:  # SIGKILL is what the kernel's out-of-memory killer sends
+        name = signal.Signals(-out.returncode).name
+        return None, f"killed by {name}" + (" (out of memory?)" if out.returncode == -signal.SIGKILL else "")
     if out.returncode != 0:
-        lines = out.stderr.strip().splitlines() or ["no output"]
-        return None, lines[-1][:80]
-    last = out.stdout.strip().splitlines()[-1]
-    if kind == "torch":  # "ROW <crops/s> <peak MiB>": one median per process
-        rate, peak = last.split("ROW ")[1].split()
-        return [float(rate)], float(peak)
-    result = json.loads(last)
-    return result["rates"], result["peak_mib"]
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()] or ["no output"]
+        return None, lines[-1][:160]
+    return json.loads(out.stdout.strip().splitlines()[-1]), None
+
+
+def format_table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop-size", type=int, default=224)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES),
+                        help=f"rows, MODE or MODE:PRECISION; modes: {', '.join(MODES)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per process")
     parser.add_argument("--rounds", type=int, default=1, help="processes per row, rows interleaved")
     parser.add_argument("--train-steps", type=int, default=1, help="training steps per timed run")
-    parser.add_argument("--torch-baseline", action="store_true",
-                        help="also time benchmarks/authors_pattern_torch.py for each inference and training row")
+    parser.add_argument("--authors-dir", default=DEFAULT_AUTHORS_DIR,
+                        help="folder of the authors' models.py, Attention4DD.py, resnet.py "
+                        "(default: ../shared/reference/authors_adtrs beside the repository)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch threads for the authors' rows (default: the CPU count, as TensorFlow uses)")
     parser.add_argument("--execution", choices=["graph", "eager", "xla"], default="graph")
     parser.add_argument("--jit-compile", action="store_true", help="same as --execution xla")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.jit_compile:
         args.execution = "xla"
     if args.child:
         quiet_tensorflow()
-        child(args.child[0], int(args.child[1]), args.crop_size, args.repeats, args.train_steps, args.execution)
+        if args.child[0] == "ceiling":
+            ceiling_child()
+        elif args.child[0] in AUTHORS_MODES:
+            authors_child(args.child[0], int(args.child[2]), args.crop_size, args.repeats, args.train_steps,
+                          args.authors_dir, args.threads)
+        else:
+            keras_child(args.child[0], args.child[1], int(args.child[2]), args.crop_size, args.repeats,
+                        args.train_steps, args.execution)
         return 0
-    if args.torch_baseline:
-        import importlib.util
+    try:
+        modes = [parse_mode(m) for m in args.modes]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.crop_size % 32 or not 64 <= args.crop_size <= 512:
+        parser.error(f"--crop-size must be a multiple of 32 from 64 to 512, got {args.crop_size}")
+    started = time.time()
+    skipped = []
+    why_not_authors = authors_unavailable(args.authors_dir)
+    if why_not_authors and any(m in AUTHORS_MODES for m, _ in modes):
+        skipped.append(f"authors' rows skipped: {why_not_authors}")
+        modes = [(m, p) for m, p in modes if m not in AUTHORS_MODES]
+    if args.crop_size != 224 and any(m in AUTHORS_MODES for m, _ in modes):
+        skipped.append(f"authors' rows skipped: their attention block is built for 224-pixel crops "
+                       f"(a 7x7 layer-4 map), not {args.crop_size}")
+        modes = [(m, p) for m, p in modes if m not in AUTHORS_MODES]
+    wanted = sorted({p for _, p in modes} - {"float32"})
+    if wanted:
+        quiet_tensorflow()
+        from keras_adtrs.models.precision import precision_support
 
-        if importlib.util.find_spec("torch") is None:
-            parser.error("--torch-baseline needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu")
-    quiet_tensorflow()
-    ceiling, _ = matmul_ceiling_gflops()
-    gflop = FORWARD_GFLOP_224 * (args.crop_size / 224) ** 2
-    rows = []
-    for mode in args.modes:
-        for batch in args.batch_sizes:
-            rows.append(("keras_adtrs", mode, batch))
-            if args.torch_baseline and mode in TORCH_FORWARD_EQUIVALENTS:
-                rows.append(("torch", mode, batch))
+        for precision in wanted:
+            ok, device = precision_support(precision)
+            if not ok:
+                skipped.append(f"{precision} rows skipped: this machine has {device}")
+                modes = [(m, p) for m, p in modes if p != precision]
+    ceilings, error = run_child(args, "ceiling")
+    if ceilings is None:
+        parser.exit(1, f"the matrix-multiply ceiling could not be measured: {error}\n")
+    rows = [(mode, precision, batch) for mode, precision in modes for batch in args.batch_sizes]
     rates = {row: [] for row in rows}
     peaks = {row: 0.0 for row in rows}
     errors = {}
@@ -218,39 +420,39 @@ def main(argv=None):
         for row in rows:
             if row in errors:
                 continue
-            values, peak = measure(row, args)
-            if values is None:
-                errors[row] = peak
+            result, error = run_child(args, row[0], row[1], str(row[2]))
+            if result is None:
+                errors[row] = error
                 continue
-            rates[row] += values
-            peaks[row] = max(peaks[row], peak)
+            rates[row] += result["rates"]
+            peaks[row] = max(peaks[row], result["peak_mib"])
+    ceilings_after, _ = run_child(args, "ceiling")
+    gflop = FORWARD_GFLOP_224 * (args.crop_size / 224) ** 2
+    medians = {row: statistics.median(v) for row, v in rates.items() if v}
     table = []
-    medians = {}
     for row in rows:
-        kind, mode, batch = row
-        name = f"{mode} (authors' pattern, torch)" if kind == "torch" else mode
+        mode, precision, batch = row
+        name = mode if precision == "float32" else f"{mode}:{precision}"
         if row in errors:
-            table.append((name, batch, "failed", "", "", errors[row]))
+            table.append((name, batch, "failed", "", "", "", errors[row]))
             continue
-        rate = medians[row] = statistics.median(rates[row])
-        equivalents = (TORCH_FORWARD_EQUIVALENTS if kind == "torch" else FORWARD_EQUIVALENTS).get(mode, 1)
-        table.append((name, batch, f"{rate:.2f}", f"{rate * gflop * equivalents / ceiling:.0%}", f"{peaks[row]:.0f}",
+        rate = medians[row]
+        baseline = medians.get((BASELINE.get(mode), "float32", batch))
+        ratio = f"{rate / baseline:.2f}x" if baseline else ""
+        ceiling = ceilings["bfloat16" if precision == "mixed_bfloat16" else "float32"]
+        share = rate * gflop * FORWARD_EQUIVALENTS.get(mode, 1) / ceiling
+        table.append((name, batch, f"{rate:.2f}", ratio, f"{share:.0%}", f"{peaks[row]:.0f}",
                       " ".join(f"{r:.2f}" for r in rates[row])))
-    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s (float32, 2048^3, median of 5); crop {args.crop_size}: "
-          f"{gflop:.2f} GFLOP/forward; execution: {args.execution}; {args.rounds} round(s) x {args.repeats} run(s)")
-    headers = ("mode", "batch", "crops/s (median)", "of ceiling", "peak MiB", "runs")
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in table)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for line in table:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
-    ratios = [(mode, batch, medians[("keras_adtrs", mode, batch)] / medians[("torch", mode, batch)])
-              for (kind, mode, batch) in rows
-              if kind == "torch" and ("torch", mode, batch) in medians and ("keras_adtrs", mode, batch) in medians]
-    if ratios:
-        print()
-        print("keras_adtrs / authors' pattern in torch (same machine, interleaved): "
-              + ", ".join(f"{mode} b{batch} {ratio:.2f}x" for mode, batch, ratio in ratios))
+    print(f"matmul ceilings (TensorFlow, 2048^3, median of 5): float32 {ceilings['float32']:.0f} GFLOP/s, "
+          f"bfloat16 {ceilings['bfloat16']:.0f} GFLOP/s"
+          + (f" (after the rows: {ceilings_after['float32']:.0f}, {ceilings_after['bfloat16']:.0f})"
+             if ceilings_after else ""))
+    print(f"crop {args.crop_size}: {gflop:.2f} GFLOP/forward; execution: {args.execution}; "
+          f"{args.rounds} round(s) x {args.repeats} run(s); torch threads {args.threads}; "
+          f"{math.ceil(time.time() - started)} s")
+    print(format_table(("mode", "batch", "crops/s (median)", "x authors", "of ceiling", "peak MiB", "runs"), table))
+    for line in skipped:
+        print(line)
     return 1 if errors else 0
 
 

@@ -4,11 +4,17 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import throughput  # noqa: E402  (benchmarks/ is not a package)
 
 
 def test_throughput_benchmark_prints_every_row():
-    modes = ["inference", "predict", "score", "savedmodel", "training", "keras_resnet50_training"]
+    modes = ["inference", "predict", "score", "savedmodel", "training", "keras_resnet50_training",
+             "training:mixed_bfloat16", "authors_test"]
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--crop-size", "64", "--batch-sizes", "2",
          "--repeats", "1", "--modes", *modes],
@@ -19,9 +25,111 @@ def test_throughput_benchmark_prints_every_row():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("matmul ceiling: ") and "crop 64" in lines[0]
-    assert lines[1].split()[:3] == ["mode", "batch", "crops/s"]
-    rows = {line.split()[0]: line.split() for line in lines[3:] if line.strip()}
-    assert sorted(rows) == sorted(modes)
+    assert lines[0].startswith("matmul ceilings (TensorFlow") and "bfloat16" in lines[0]
+    assert lines[1].startswith("crop 64:") and "1 round(s) x 1 run(s)" in lines[1]
+    assert lines[2].split()[:3] == ["mode", "batch", "crops/s"]
+    table = [line for line in lines[4:] if line.strip() and not line.startswith(("authors'", "mixed_"))]
+    rows = {line.split()[0]: line.split() for line in table}
+    # The authors' attention block is built for 224-pixel crops: skipped at 64, with the reason.
+    assert "authors' rows skipped: their attention block is built for 224-pixel crops" in out.stdout
+    expected = [m for m in modes if m != "authors_test"]
+    if "mixed_bfloat16 rows skipped: this machine has CPU" in out.stdout:
+        expected.remove("training:mixed_bfloat16")
+    assert sorted(rows) == sorted(expected)
     for mode, cells in rows.items():
-        assert cells[1] == "2" and float(cells[2]) > 0 and cells[3].endswith("%"), (mode, cells)
+        # No authors' row to compare with: the ratio cell is empty; the share of the ceiling and the peak follow.
+        assert cells[1] == "2" and float(cells[2]) > 0 and cells[3].endswith("%") and float(cells[4]) > 0, (
+            mode, cells)
+
+
+def test_throughput_modes_name_bad_parts():
+    assert throughput.parse_mode("training:mixed_bfloat16") == ("training", "mixed_bfloat16")
+    assert throughput.parse_mode("predict") == ("predict", "float32")
+    for bad, message in (("fly", "unknown mode 'fly'"), ("predict:fp8", "unknown precision 'fp8'"),
+                         ("authors_test:mixed_bfloat16", "authors_test runs in float32 only")):
+        with pytest.raises(ValueError, match=message):
+            throughput.parse_mode(bad)
+
+
+LIVE_C_DUMMY = REPO / "keras_adtrs" / "data" / "tfds" / "live_challenge" / "dummy_data"
+#: Four scored images: half for test, one for validation, one to train on.
+TINY_LIVE_C = "--test-fraction 0.5 --validation-fraction 0.5 --test-crops 1 --crops-per-image 2 --batch-size 2"
+
+
+def _photos(folder, count=3):
+    """A few smooth RGB photographs (JPEG) to pre-train on."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:300, 0:400] / 300.0
+    for k in range(count):
+        base = np.stack([np.sin(3 * x + k), np.cos(2 * y - k), x * y], axis=-1)
+        pixels = (127 + 100 * base + rng.normal(0, 3, base.shape)).clip(0, 255).astype("uint8")
+        Image.fromarray(pixels).save(folder / f"photo{k}.jpg", quality=95)
+    return folder
+
+
+@pytest.mark.slow  # two commands, each several minutes on 2 cores: bash .ci/run-slow
+def test_clive_pipeline_script_runs_both_commands(tmp_path):
+    """`benchmarks/clive_pipeline.sh` at tiny size on the LIVE-C dummy release: pretrain, then train --init-from."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHON": sys.executable, "CLIVE": str(LIVE_C_DUMMY),
+        "PHOTOS": str(_photos(tmp_path / "photos")), "PRETRAIN_STEPS": "2", "EPOCHS": "1",
+        "EXTRA_PRETRAIN": "--steps-per-epoch 1 --groups 2 --levels 2 --quiet",
+        # The script trains on every image (--test-fraction 0): two of the four select the epoch.
+        "EXTRA_TRAIN": f"--validation-fraction 0.5 --test-crops 1 --crops-per-image 2 --batch-size 2 "
+                       f"--data-dir {tmp_path / 'tfds'} --quiet",
+    }
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "clive_pipeline.sh"), str(out)], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model.keras").is_file() and (out / "pretrain" / "model.keras").is_file()
+    import json
+
+    pipeline = json.loads((out / "pipeline.json").read_text())
+    assert pipeline["pretrain_steps"] == 2 and pipeline["total_seconds"] >= 0
+    pretrain_config = json.loads((out / "pretrain" / "config.json").read_text())
+    read = json.dumps(pretrain_config)
+    assert "trainingImages" in read and str(tmp_path / "photos") in read  # both sources, no LIVE-C scored image
+    train_config = json.loads((out / "train" / "config.json").read_text())
+    assert "init_from" in json.dumps(train_config) and train_config["settings"]["test_fraction"] == 0
+    # A missing release is named.
+    bad = subprocess.run(["bash", str(REPO / "benchmarks" / "clive_pipeline.sh"), str(tmp_path / "bad")],
+                         env={**env, "CLIVE": str(tmp_path / "nowhere")}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no LIVE-C release at" in bad.stderr and str(tmp_path / "nowhere") in bad.stderr
+
+
+@pytest.mark.slow  # two training runs: bash .ci/run-slow
+def test_pretraining_ablation_prints_its_table(tmp_path):
+    """`benchmarks/pretraining_ablation.py` at tiny size: two rows, one split each, on the LIVE-C dummy release."""
+    import json
+
+    import keras_adtrs
+
+    pretrained = tmp_path / "pretrained.keras"
+    keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None).save(pretrained)
+    out = tmp_path / "ablation"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pretraining_ablation.py"), "--manual-dir", str(LIVE_C_DUMMY),
+         "--init-from", str(pretrained), "--rows", "1", "6", "--splits", "1", "--crop-size", "64", "--epochs", "1",
+         "--output-dir", str(out), "--train-args", f"{TINY_LIVE_C} --data-dir {tmp_path / 'tfds'}"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "1 splits" in lines[0] and "crop 64" in lines[0]
+    assert lines[1].startswith("| row | initialisation and objective | test SRCC | test PLCC |")
+    assert [line.split("|")[1].strip() for line in lines[3:]] == ["1", "6"]
+    assert "random init, quality terms only" in lines[3] and "pre-trained, full ADTRS" in lines[4]
+    assert (out / "ablation.json").is_file()
+    row6 = json.dumps(json.loads((out / "ablation.json").read_text())["rows"][1])
+    assert (out / "row6").is_dir()
+    row6 += "".join(p.read_text() for p in (out / "row6").rglob("config.json"))
+    assert str(pretrained) in row6
+    # Rows 3-6 need a pre-trained model.
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pretraining_ablation.py"), "--rows", "3"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "rows 3-6 need --init-from" in refused.stderr
