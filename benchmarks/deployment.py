@@ -52,9 +52,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # a script in the checkout measures the checkout's package
 
 from keras_adtrs.console import quiet_tensorflow  # noqa: E402
+from keras_adtrs.data.images import expand_paths  # noqa: E402
 
 DEFAULT_IMAGES = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "clive_dev", "ChallengeDB_release", "Images"))
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 #: (label, format, quantize) of each artifact, in table order.
 ARTIFACTS = (
     ("savedmodel", "savedmodel", None),
@@ -80,12 +80,9 @@ def build_parser():
 
 
 def image_files(folder, count):
-    """The first `count` image files of `folder` by sorted name (sub-folders left out)."""
-    names = sorted(
-        name for name in os.listdir(folder)
-        if os.path.isfile(os.path.join(folder, name)) and name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    return [os.path.join(folder, name) for name in names[:count]]
+    """The first `count` image files of `folder` by sorted name (sub-folders, such as LIVE-C's trainingImages, left out)."""
+    top = os.path.dirname(os.path.join(folder, "x"))
+    return [path for path in expand_paths([folder]) if os.path.dirname(path) == top][:count]
 
 
 def random_model(crop_size, seed):

@@ -32,6 +32,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # a script in the checkout runs the checkout's package
+
+from keras_adtrs.training.run_dir import RunDir  # noqa: E402
 DEFAULT_MANUAL_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "clive_dev")
 
 QUALITY_ONLY = "consistency=0,ranking=0,ranking_consistency=0"
@@ -82,13 +86,12 @@ def run_row(row, args):
     seconds = time.time() - started
     if result.returncode != 0:
         raise SystemExit(f"row {row} failed:\n{result.stderr[-3000:]}")
+    run = RunDir(out)
     if args.splits > 1:
-        with open(os.path.join(out, "protocol.json"), encoding="utf-8") as handle:
+        with open(run.protocol_path, encoding="utf-8") as handle:
             test = json.load(handle)["test"]
     else:  # one split is a plain run: its metrics.json
-        with open(os.path.join(out, "metrics.json"), encoding="utf-8") as handle:
-            metrics = json.load(handle)["test"]
-        test = {name: {"median": value, "min": value, "max": value} for name, value in metrics.items()}
+        test = {name: {"median": v, "min": v, "max": v} for name, v in run.read_metrics()["test"].items()}
     return {"row": row, "label": label, "seconds": seconds, "test": test, "folder": out}
 
 

@@ -28,9 +28,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # a script in the checkout measures the checkout's package
 
 from keras_adtrs.console import quiet_tensorflow  # noqa: E402
+from keras_adtrs.data.images import expand_paths  # noqa: E402
 
 DEFAULT_IMAGES = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "clive_dev", "ChallengeDB_release", "Images"))
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 UNTRAINED = "UNTRAINED random-weight model: the map shows the pipeline, not image quality"
 
 
@@ -49,12 +49,6 @@ def build_parser():
     return parser
 
 
-def default_images(folder, count):
-    names = sorted(
-        name for name in os.listdir(folder)
-        if os.path.isfile(os.path.join(folder, name)) and name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    return [os.path.join(folder, name) for name in names[:count]]
 
 
 def load(args):
@@ -88,7 +82,8 @@ def main(argv=None):
     import keras_adtrs
     from keras_adtrs.inference.quality_map import quality_map, save_quality_map
 
-    paths = args.images or default_images(args.image_dir, args.count)
+    top = os.path.dirname(os.path.join(args.image_dir, "x"))  # its own files, not sub-folders' (LIVE-C's trainingImages)
+    paths = args.images or [p for p in expand_paths([args.image_dir]) if os.path.dirname(p) == top][:args.count]
     if not paths:
         print(f"error: no images (none given, none in {args.image_dir})", file=sys.stderr)
         return 1
