@@ -49,6 +49,7 @@ setup(
         "pillow>=10",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "pyyaml>=6",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "dill", "importlib_resources", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
@@ -58,6 +59,9 @@ setup(
         # ONNX converter and runtime. The LiteRT converter is TensorFlow's own.
         "litert": ["ai-edge-litert>=2.1"],
         "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+        # Batch scoring at scale (docs/scale.md): Apache Beam's DirectRunner, Dataflow, Flink, Spark.
+        # Add apache-beam[gcp] (or [aws]) on the workers for gs:// (s3://) paths.
+        "beam": ["apache-beam>=2.60"],
     },
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -146,8 +146,8 @@ def main(argv=None):
 
     import keras_adtrs
     from keras_adtrs.data.images import load_image
-    from keras_adtrs.inference.runtimes import load_artifact
-    from keras_adtrs.inference.scoring import image_crops
+    from keras_adtrs.serving.runtimes import load_artifact
+    from keras_adtrs.data.image_crops import image_crops
     from keras_adtrs.metrics import srcc
     from keras_adtrs.models.folding import folded_for_inference
     from keras_adtrs.serving.artifacts import TOLERANCES, artifact_path, score_description

@@ -53,7 +53,7 @@ def build_parser():
 
 def load(args):
     """`(model, description, higher_is_better, trained)`."""
-    from keras_adtrs.inference.runtimes import load_artifact, runtime_for
+    from keras_adtrs.serving.runtimes import load_artifact, runtime_for
 
     if args.model is None:
         sys.path.insert(0, os.path.join(REPO, "benchmarks"))

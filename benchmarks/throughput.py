@@ -391,13 +391,14 @@ def main(argv=None):
         parser.error(f"--crop-size must be a multiple of 32 from 64 to 512, got {args.crop_size}")
     started = time.time()
     skipped = []
-    why_not_authors = authors_unavailable(args.authors_dir)
-    if why_not_authors and any(m in AUTHORS_MODES for m, _ in modes):
-        skipped.append(f"authors' rows skipped: {why_not_authors}")
-        modes = [(m, p) for m, p in modes if m not in AUTHORS_MODES]
+    # The crop size is checked first: it depends on the arguments alone, not on what is installed.
     if args.crop_size != 224 and any(m in AUTHORS_MODES for m, _ in modes):
         skipped.append(f"authors' rows skipped: their attention block is built for 224-pixel crops "
                        f"(a 7x7 layer-4 map), not {args.crop_size}")
+        modes = [(m, p) for m, p in modes if m not in AUTHORS_MODES]
+    why_not_authors = authors_unavailable(args.authors_dir)
+    if why_not_authors and any(m in AUTHORS_MODES for m, _ in modes):
+        skipped.append(f"authors' rows skipped: {why_not_authors}")
         modes = [(m, p) for m, p in modes if m not in AUTHORS_MODES]
     wanted = sorted({p for _, p in modes} - {"float32"})
     if wanted:

@@ -24,10 +24,10 @@ from keras_adtrs.version import __version__
 
 #: Public name -> the module that defines it.
 _PUBLIC = {
+    "ADTRSBackbone": "keras_adtrs.models.backbone",
     "ADTRSModel": "keras_adtrs.models.adtrs",
-    "build_adtrs": "keras_adtrs.models.adtrs",
-    "build_adtrs_network": "keras_adtrs.models.adtrs",
-    "load_model": "keras_adtrs.models.adtrs",
+    "build_adtrs": "keras_adtrs.models.factory",
+    "load_model": "keras_adtrs.models.saving",
     "fold_batchnorm": "keras_adtrs.models.folding",
     "AttentionDownsample": "keras_adtrs.models.layers",
     "ChannelL2Normalize": "keras_adtrs.models.layers",
@@ -35,7 +35,7 @@ _PUBLIC = {
     "L2Pooling": "keras_adtrs.models.layers",
     "ScoreAffine": "keras_adtrs.models.layers",
     "TopLeftAveragePooling": "keras_adtrs.models.layers",
-    "score": "keras_adtrs.inference.scoring",
+    "score": "keras_adtrs.models.scoring",
     "quality_map": "keras_adtrs.inference.quality_map",
 }
 

@@ -11,6 +11,10 @@
 - `filtered_stderr()`: replays what C/C++ code writes to stderr minus the
   noise (libjpeg's warnings on broken files, TensorFlow's log lines).
 - `stderr_silenced()`: file descriptor 2 to /dev/null for a block.
+- `quiet_beam(beam_args)`: Apache Beam's logs at WARNING in this process,
+  and the workers' at ERROR (the pipeline option it adds to `beam_args`);
+  `live_filtered_stderr(BEAM_NOISE)` drops what its worker processes still
+  write to the inherited stderr, line by line as it comes.
 
 The commands call `quiet_tensorflow` in their `main()` before they import the
 library (`train` and `evaluate` also `one_line_warnings`); the library never
@@ -98,6 +102,34 @@ def quiet_tensorflow(verbose=None):
             tf.constant(0.0) + 1.0  # first device initialisation logs here
 
 
+#: What Apache Beam's DirectRunner and its worker processes write to stderr that says nothing to a
+#: user: their logging set-up, and warnings about optional libraries and platform features (Beam
+#: 2.78's RunInference warns at every model load when torch is not installed).
+BEAM_NOISE = re.compile(
+    r"^INFO:|Logging handler created|No semi_persistent_directory|Discarding unparseable args|apitools not found|"
+    r"Resource module is not available|^WARNING: All log messages before absl"
+)
+
+
+def quiet_beam(beam_args, verbose=None):
+    """Beam's pipeline options with its workers' logs at ERROR, and this process's Beam logger at WARNING.
+
+    Unless `verbose` (or `KERAS_ADTRS_VERBOSE=1`), or the options already set
+    a level. Returns the options (a new list).
+    """
+    import logging
+
+    args = list(beam_args)
+    if verbose is None:
+        verbose = verbose_requested()
+    if verbose:
+        return args
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+        args.append("--default_sdk_harness_log_level=ERROR")
+    return args
+
+
 def one_line_warnings():
     """Command lines: print each Python warning as one `warning: ...` line on stderr."""
 
@@ -145,3 +177,44 @@ def filtered_stderr(pattern=NOISE):
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def live_filtered_stderr(pattern=NOISE):
+    """File descriptor 2 through a filter, line by line as it comes: lines matching `pattern` (or `NOISE`) are dropped.
+
+    Unlike `filtered_stderr`, lines are replayed at once (progress stays
+    live), and what child processes that inherit file descriptor 2 write
+    (Beam's worker processes) passes through the filter too.
+    """
+    import threading
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump():
+        with os.fdopen(read_end, "rb") as lines:
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                if line.strip() and not pattern.search(line) and not NOISE.search(line):
+                    os.write(saved, raw)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, 2)  # closes the pipe's last write end held here: the pump ends once children exit
+        thread.join(timeout=5)
+        os.close(saved)

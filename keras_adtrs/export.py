@@ -24,7 +24,8 @@ import os
 import sys
 
 from keras_adtrs import console
-from keras_adtrs.training.config import PRECISIONS
+from keras_adtrs.defaults import add_option
+from keras_adtrs.errors import ADTRSError, command_message
 from keras_adtrs.serving.artifacts import FORMATS, ONNX_OPSET, QUANTIZATIONS, artifact_path, check_combination
 from keras_adtrs.serving.signatures import (
     BYTES_INPUT,
@@ -57,7 +58,7 @@ def build_parser():
     parser.add_argument("--export-dir", required=True, help="base folder (TF Serving's base path is DIR/NAME)")
     parser.add_argument("--name", default="adtrs", help="model name (default: adtrs)")
     parser.add_argument("--version", type=int, default=None, help="savedmodel only: version number (default: next free integer)")
-    parser.add_argument("--crops", type=int, default=9, help="crops per image in the test grid (default: 9; litert/onnx: recorded in the metadata)")
+    add_option(parser, "crops", help="crops per image of the test grid (litert/onnx: recorded in the metadata)")
     parser.add_argument(
         "--max-pixels", type=int, default=None,
         help=f"savedmodel only: largest H*W accepted (default: {DEFAULT_MAX_PIXELS})",
@@ -68,8 +69,8 @@ def build_parser():
         action="store_true",
         help="serve the model as saved (default: BatchNorm folded into the convolutions, same scores, faster)",
     )
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default=None,
+    add_option(
+        parser, "precision",
         help="savedmodel: export the model computing in this precision, same weights (mixed_bfloat16 for CPUs "
         "with AVX512-BF16 or AMX, TPUs and recent GPUs; mixed_float16 for GPUs); litert and onnx: float32 only "
         "(a mixed-precision model is exported with --precision float32); default: as the model was saved",
@@ -90,8 +91,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         check_combination(args.format, args.quantize)
-    except ValueError as error:
-        parser.error(str(error))
+    except ADTRSError as error:
+        parser.error(command_message(error))
     if args.format != "savedmodel":
         for flag, value in (("--version", args.version), ("--max-pixels", args.max_pixels)):
             if value is not None:
@@ -148,6 +149,9 @@ def main(argv=None):
             source_model=args.model,
             run_record=run_record,
         )
+    except ADTRSError as error:
+        print(f"error: {command_message(error)}", file=sys.stderr)
+        return 2
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -167,7 +171,7 @@ def _policy(model):
 
 def _with_precision(model, precision, path):
     """`model` computing in `precision` (same weights), or None after printing why it cannot."""
-    from keras_adtrs.models.adtrs import ADTRSModel, with_precision
+    from keras_adtrs.models import ADTRSModel, with_precision
 
     if not isinstance(model, ADTRSModel):
         print(f"error: --precision {precision}: {path} holds a {type(model).__name__}, not an ADTRSModel",
@@ -195,6 +199,9 @@ def _export_artifact(args, model, path, run_record):
             from keras_adtrs.serving.export_onnx import export_onnx
 
             export_onnx(model, path, **options)
+    except ADTRSError as error:
+        print(f"error: {command_message(error)}", file=sys.stderr)
+        return 2
     except (FileExistsError, ImportError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,11 +1,14 @@
 """Correlation and error metrics of the IQA field, on numpy arrays.
 
 `srcc`, `plcc`, `krcc` and `rmse` equal scipy's; `plcc_logistic` is the
-Pearson correlation after the 4-parameter logistic fit of VQEG. Undefined
+Pearson correlation after the 4-parameter logistic fit of VQEG.
+`evaluate_predictions` gives all five with seeded percentile bootstrap
+intervals (what `evaluate`, the K-fold protocol and the baselines report). Undefined
 correlations (constant input, fewer than 2 items) give NaN with a warning,
 never an exception.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -188,3 +191,56 @@ def percentile_interval(values, confidence=0.95):
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(finite, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+#: Metric names in report order, with their display labels.
+METRIC_LABELS = {
+    "srcc": "SRCC",
+    "plcc": "PLCC",
+    "plcc_logistic": "PLCC (logistic)",
+    "krcc": "KRCC",
+    "rmse": "RMSE",
+}
+
+
+def evaluate_predictions(predictions, labels, bootstrap=1000, seed=0, confidence=0.95):
+    """The five IQA metrics with seeded percentile bootstrap intervals.
+
+    Undefined metrics (constant predictions or labels, fewer than 2 items)
+    are NaN, with an `UndefinedMetricWarning`, never an exception.
+
+    Args:
+        predictions: array-like `(N,)` of model scores.
+        labels: array-like `(N,)` of human scores (MOS/DMOS).
+        bootstrap: int. Bootstrap resamples; `0` skips the intervals (they
+            are then NaN). Defaults to `1000`.
+        seed: int. Bootstrap seed; the same seed gives the same intervals.
+            Defaults to `0`.
+        confidence: float. Interval coverage. Defaults to `0.95`.
+
+    Returns:
+        dict with `num_items`, `bootstrap`, `seed`, `confidence`, one entry
+        per metric (`srcc`, `plcc`, `plcc_logistic`, `krcc`, `rmse`), each
+        `{"value": float, "ci_low": float, "ci_high": float}`, and `logistic`,
+        the fitted parameters `[b1, b2, b3, b4]` (None when undefined).
+        NaN values are kept as float NaN (`keras_adtrs.reporting.to_json` turns them into None).
+
+    Example:
+    >>> result = evaluate_predictions([1.0, 2.0, 3.5, 3.0], [10, 25, 40, 30], bootstrap=200)
+    >>> round(result["srcc"]["value"], 3)
+    1.0
+    """
+    p, y = _pair(predictions, labels)
+    result = {"num_items": int(p.size), "bootstrap": int(bootstrap), "seed": int(seed), "confidence": float(confidence)}
+    for name in METRIC_LABELS:
+        value = METRICS[name](p, y)
+        low = high = float("nan")
+        if bootstrap and math.isfinite(value):
+            low, high = bootstrap_interval(name, p, y, num_resamples=bootstrap, seed=seed, confidence=confidence)
+        result[name] = {"value": float(value), "ci_low": low, "ci_high": high}
+    result["logistic"] = None
+    if p.size >= 4 and np.ptp(p) > 0 and np.ptp(y) > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result["logistic"] = list(fit_logistic(p, y))
+    return result

@@ -14,6 +14,7 @@ import os
 import sys
 
 from keras_adtrs import console
+from keras_adtrs.errors import ADTRSError, command_message
 from keras_adtrs.training.config import PretrainConfig, add_pretrain_arguments
 
 
@@ -27,7 +28,7 @@ def build_parser():
 
 
 def main(argv=None):
-    """Runs the command; returns the exit status."""
+    """Runs the command; returns the exit status (0 on success, 2 on a bad setting or input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = PretrainConfig(**vars(build_parser().parse_args(argv)))
     backend = config.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
@@ -37,7 +38,11 @@ def main(argv=None):
     console.one_line_warnings()
     from keras_adtrs.training.pretraining import run_pretraining
 
-    run_pretraining(config)
+    try:
+        run_pretraining(config)
+    except ADTRSError as error:
+        print(f"error: {command_message(error)}", file=sys.stderr)
+        return 2
     return 0
 
 

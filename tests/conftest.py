@@ -40,6 +40,16 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
 
 
+@pytest.fixture(scope="session")
+def default_data_dir(tmp_path_factory):
+    """The default set, built once per test session into a temporary cache."""
+    from keras_adtrs.data.synthetic import load_default_source
+
+    directory = tmp_path_factory.mktemp("default_data")
+    load_default_source(data_dir=str(directory), verbose=False)
+    return str(directory)
+
+
 def random_score_head(model, seed=0, stddev=0.01):
     """Gives a fresh model's zero-initialised score layer random weights, so
     that an untrained model's scores differ between images (tests compare them)."""

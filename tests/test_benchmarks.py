@@ -42,6 +42,37 @@ def test_throughput_benchmark_prints_every_row():
             mode, cells)
 
 
+def _authors_code(folder):
+    folder.mkdir()
+    for name in ("models.py", "Attention4DD.py", "resnet.py"):
+        (folder / name).write_text("")
+    return folder
+
+
+@pytest.mark.parametrize("torch_installed", [True, False])
+def test_authors_rows_say_why_they_cannot_run(tmp_path, monkeypatch, torch_installed):
+    """Both branches, whatever this machine has installed: torch present or missing, the code present or not."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name == "torch":
+            return object() if torch_installed else None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    code = _authors_code(tmp_path / "authors")
+    reason = throughput.authors_unavailable(str(code))
+    if torch_installed:
+        assert reason is None
+    else:
+        assert reason == "torch is not installed (pip install torch, the CPU wheel)"
+    (code / "resnet.py").unlink()
+    assert throughput.authors_unavailable(str(code)) == (
+        f"the authors' code is not in {code} (missing resnet.py; see --authors-dir)")
+
+
 def test_throughput_modes_name_bad_parts():
     assert throughput.parse_mode("training:mixed_bfloat16") == ("training", "mixed_bfloat16")
     assert throughput.parse_mode("predict") == ("predict", "float32")
@@ -133,3 +164,44 @@ def test_pretraining_ablation_prints_its_table(tmp_path):
     refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "pretraining_ablation.py"), "--rows", "3"],
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "rows 3-6 need --init-from" in refused.stderr
+
+
+@pytest.mark.large
+def test_clive_recipes_prints_its_table(tmp_path):
+    """`benchmarks/clive_recipes.py` at tiny size: one training row (2 folds) and both yardsticks on its folds."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from run_helpers import write_live_challenge_release
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:224, 0:224] / 224.0
+    scene = 127 + 90 * np.stack([np.sin(7 * x), np.cos(5 * y), x * y], axis=-1)
+    images = [(scene + rng.normal(0, 3 + 5 * k, scene.shape)).clip(0, 255).astype("uint8") for k in range(12)]
+    release = write_live_challenge_release(tmp_path, images, [90 - 6 * k for k in range(12)])
+    pristine = tmp_path / "pristine"
+    pristine.mkdir()
+    for k in range(4):
+        Image.fromarray((127 + 90 * np.sin((k + 3) * np.mgrid[0:576, 0:576, 0:3][1] / 60)).astype("uint8")).save(
+            pristine / f"clean{k}.png")
+    out = tmp_path / "recipes"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "clive_recipes.py"), "--manual-dir", str(release), "--rows",
+         "probe", "niqe", "brisque", "--folds", "2", "--pristine", str(pristine), "--output-dir", str(out),
+         "--train-args", "--crop-size 64 --epochs 1 --linear-probe-epochs 1 --steps-per-epoch 1 --crops-per-image 1 "
+         "--batch-size 2 --test-crops 1 --validation-fraction 0.2"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                                          "KERAS_ADTRS_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("2-fold pooled out-of-fold metrics on")
+    rows = [line.split("|")[1].strip() for line in lines[3:]]
+    assert rows == ["probe", "niqe", "brisque"], result.stdout
+    table = json.loads((out / "recipes.json").read_text())
+    for row in table["rows"]:
+        assert "error" not in row, row
+        assert row["srcc_ci"][0] <= row["srcc"] <= row["srcc_ci"][1] and row["cpu_minutes"] > 0
+    assert (out / "probe" / "folds.json").is_file()

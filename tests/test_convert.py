@@ -127,7 +127,7 @@ def test_converted_model_saves_and_loads(converted, images, intermediates, tmp_p
     path = tmp_path / "adtrs.keras"
     converted.save(path)
     loaded = keras.saving.load_model(path)
-    assert loaded.backbone == "resnet50_v1_5"
+    assert loaded.architecture == "resnet50_v1_5"
     assert loaded.layer4_pooling == "top_left"
     assert loaded.input_normalization is None
     scores = keras.ops.convert_to_numpy(loaded(images, training=False))
@@ -162,7 +162,7 @@ def test_unknown_and_missing_keys_are_named(state_dict):
 
 
 def test_backbone_v1_5_shapes_at_crop_64():
-    from keras_adtrs.models.backbones import resnet50_v1_5_stages
+    from keras_adtrs.models.resnet import resnet50_v1_5_stages
 
     backbone = resnet50_v1_5_stages(64)
     assert backbone.name == "resnet50_v1_5"
@@ -179,16 +179,15 @@ def test_backbone_v1_5_shapes_at_crop_64():
 
 
 def test_torchvision_resnet50_seeds_backbone(state_dict):
-    from keras_adtrs import ADTRSModel
-    from keras_adtrs.models.weights import backbone_of
+    import keras_adtrs
 
     torchvision = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
     torchvision["fc.weight"] = np.zeros((1000, 2048), np.float32)
     torchvision["fc.bias"] = np.zeros((1000,), np.float32)
     torchvision["bn1.num_batches_tracked"] = np.zeros((), np.int64)
-    model = ADTRSModel(crop_size=64, backbone="resnet50_v1_5")
+    model = keras_adtrs.build_adtrs(crop_size=64, backbone="resnet50_v1_5", backbone_weights=None)
     convert.from_torchvision_resnet50(torchvision, model)
-    backbone = backbone_of(model)
+    backbone = model.backbone.stages
     np.testing.assert_array_equal(
         backbone.get_layer("layer2_0_conv2").kernel.numpy(),
         torchvision["layer2.0.conv2.weight"].transpose(2, 3, 1, 0),

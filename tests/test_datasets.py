@@ -18,6 +18,7 @@ from keras_adtrs.data.tfds.koniq10k import koniq10k_dataset_builder
 from keras_adtrs.data.tfds.live_challenge import live_challenge_dataset_builder
 from keras_adtrs.data.tfds.live_iqa import live_iqa_dataset_builder
 from keras_adtrs.data.tfds.sources import ReleaseMismatchError, official_split
+from keras_adtrs.errors import DataSetError
 from keras_adtrs.data.tfds.tid2013 import tid2013_dataset_builder
 
 HERE = os.path.dirname(os.path.abspath(kd.__file__))
@@ -179,7 +180,7 @@ def test_prepared_set_refuses_another_release(tmp_path):
         load_source("live_challenge", data_dir=data_dir, manual_dir=str(other), tensorflow=True)
     message = str(error.value)
     assert str(release) in message and str(other) in message, message
-    assert "--data-dir" in message and "delete" in message and "--manual-dir" in message, message
+    assert "another data_dir" in message and "delete" in message and "leave out manual_dir" in message, message
     # The same folder with other files: refused too.
     (release / "Images" / "534.JPG").unlink()
     with pytest.raises(ReleaseMismatchError, match="changed"):
@@ -266,7 +267,7 @@ def test_csv_source(tmp_path):
         ("image,score\na.png,3\nb.png,oops\n", ValueError, "line 3.*not a number.*'oops'"),
         ("image,score\na.png,nan\n", ValueError, "line 2.*score.*nan"),
         ("image,score\na.png,1\na.png,2\n", ValueError, "line 3.*listed again"),
-        ("image,score\na.png,1\nx.png,2\ny.png,3\n", FileNotFoundError, "2 of 3 image.*'x.png' \\(line 3\\), 'y.png'"),
+        ("image,score\na.png,1\nx.png,2\ny.png,3\n", DataSetError, "2 of 3 image.*'x.png' \\(line 3\\), 'y.png'"),
     ],
 )
 def test_csv_source_errors(tmp_path, text, error, match):
@@ -277,7 +278,7 @@ def test_csv_source_errors(tmp_path, text, error, match):
 
 
 def test_csv_source_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
+    with pytest.raises(DataSetError, match="data set 'csv': CSV file not found: .*nope.csv"):
         load_source("csv", csv_path=str(tmp_path / "nope.csv"))
     with pytest.raises(ValueError, match="csv_path"):
         load_source("csv", manual_dir=str(tmp_path))

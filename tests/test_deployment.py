@@ -21,7 +21,7 @@ from keras_adtrs import export as export_command
 from keras_adtrs import predict
 from keras_adtrs.data.crops import dense_positions, grid_offsets
 from keras_adtrs.inference.quality_map import quality_map, save_quality_map
-from keras_adtrs.inference.runtimes import ArtifactError, load_artifact, metadata_path
+from keras_adtrs.serving.runtimes import ArtifactError, load_artifact, metadata_path
 from keras_adtrs.metrics import srcc
 from keras_adtrs.models.folding import folded_for_inference
 from keras_adtrs.serving.artifacts import ONNX_OPSET, TOLERANCES, check_combination, file_sha256
@@ -96,8 +96,8 @@ def _path(world, key):
 
 def test_unsupported_combinations_are_named(tmp_path, capsys):
     for argv, named in [
-        (["--format", "onnx", "--quantize", "int8"], "--format onnx --quantize int8 is not supported"),
-        (["--quantize", "float16"], "--format savedmodel --quantize float16 is not supported"),
+        (["--format", "onnx", "--quantize", "int8"], "--quantize int8 is not supported by format onnx"),
+        (["--quantize", "float16"], "--quantize float16 is not supported by format savedmodel"),
         (["--format", "litert", "--version", "3"], "--format litert --version is not supported"),
         (["--format", "onnx", "--max-pixels", "10"], "--format onnx --max-pixels is not supported"),
     ]:
@@ -105,7 +105,7 @@ def test_unsupported_combinations_are_named(tmp_path, capsys):
             export_command.main(["--model", str(tmp_path / "m.keras"), "--export-dir", str(tmp_path), *argv])
         assert exit_.value.code == 2
         assert named in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--format onnx --quantize float16 is not supported"):
+    with pytest.raises(ValueError, match="quantize float16 is not supported by format onnx"):
         check_combination("onnx", "float16")
     from types import SimpleNamespace
 
@@ -114,7 +114,7 @@ def test_unsupported_combinations_are_named(tmp_path, capsys):
 
     mixed = SimpleNamespace(crop_size=CROP, dtype_policy=SimpleNamespace(name="mixed_bfloat16"))
     for export in (export_litert, export_onnx):
-        with pytest.raises(ValueError, match="exports float32 models; this one computes in mixed_bfloat16"):
+        with pytest.raises(ValueError, match="precision mixed_bfloat16: format .* exports float32 models"):
             export(mixed, str(tmp_path / "m.out"), fold_batchnorm=False)
     assert not os.listdir(tmp_path)
 

@@ -217,7 +217,12 @@ def test_documented_command_parses(documented):
     stderr, stdout = io.StringIO(), io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
         try:
-            parser.parse_args(list(documented.args))
+            if documented.command == "predict" and option(documented.args, "--engine") == "beam":
+                # Beam's own pipeline options pass through (--runner=..., --project=...): options only.
+                _, rest = parser.parse_known_args(list(documented.args))
+                assert all(a.startswith("--") for a in rest), f"{documented}: {rest} are not options"
+            else:
+                parser.parse_args(list(documented.args))
             status = 0 if not is_help(documented.args) else None
         except SystemExit as exc:
             status = exc.code
@@ -280,6 +285,10 @@ COVERAGE = [
      "tests/test_distribute.py::test_mirrored_strategy_cli_run_mixed_precision"),
     ("train --splits N", train_with(lambda c: option(c.args, "--splits") is not None),
      "tests/test_train_cli.py::test_repeated_splits_protocol_keeps_each_split"),
+    ("train --folds K", train_with(lambda c: option(c.args, "--folds") is not None),
+     "tests/test_folds.py::test_folds_test_every_image_once_and_pool_their_predictions"),
+    ("train --config FILE", train_with(lambda c: option(c.args, "--config") is not None),
+     "tests/test_train_cli.py::test_recipe_file_fills_the_settings_and_flags_override_it"),
     ("train, killed and rerun", train_with(lambda c: option(c.args, "--checkpoint-every-steps") is not None),
      "tests/test_distribute.py::test_killed_run_resumes_strategy_none"),
     ("train on a CSV data set", train_with(lambda c: option(c.args, "--dataset") == "csv"), HERE),
@@ -302,7 +311,12 @@ COVERAGE = [
      lambda c: c.command == "export" and option(c.args, "--format") in ("litert", "onnx"),
      "tests/test_deployment.py::test_every_format_exports_with_its_metadata, "
      "tests/test_deployment.py::test_unsupported_combinations_are_named"),
+    ("predict --engine beam", lambda c: c.command == "predict" and option(c.args, "--engine") == "beam",
+     "tests/test_scoring_beam.py::test_beam_scores_equal_score_and_the_predict_command, "
+     "tests/test_scoring_beam.py::test_every_path_once_across_scores_and_errors"),
     ("predict", lambda c: c.command == "predict", HERE),
+    ("evaluate --baseline on a K-fold run", lambda c: c.command == "evaluate" and option(c.args, "--baseline"),
+     "tests/test_folds.py::test_evaluate_prints_the_yardsticks_on_the_same_folds"),
     ("evaluate", lambda c: c.command == "evaluate", HERE),
     ("export", lambda c: c.command == "export", HERE),
     ("serving client", lambda c: c.command == "serving.client", HERE),
@@ -341,7 +355,12 @@ def test_coverage_names_existing_tests(where):
 
 NOT_RUN = "not run by the test suite: "
 OTHER_PROGRAMS = {
-    "pip": "bash .ci/run installs the package the same way (pip install -e .[dev,jax,litert,onnx]) from a fresh clone",
+    "pip": "bash .ci/run installs the package the same way (pip install -e .[dev,jax,litert,onnx,beam]) in a fresh "
+        "virtual environment",
+    "git": "the before-stop hook's fresh-clone check (docs/contributing.md); CI clones main the same way",
+    "cp": "part of the fresh-clone check above",
+    "cd": "part of the fresh-clone check above",
+    "rm": "part of the fresh-clone check above",
     "python -m pytest": "the test suite itself (bash .ci/run, bash .ci/run-slow)",
     "bash .ci/run": "CI",
     "bash .ci/run-slow": "CI's slow job",
@@ -357,6 +376,11 @@ OTHER_PROGRAMS = {
     "python benchmarks/pretraining_ablation.py":
         "tests/test_benchmarks.py::test_pretraining_ablation_prints_its_table (tiny, LIVE-C dummy release); "
         "its options are checked here",
+    "python benchmarks/clive_recipes.py":
+        "tests/test_benchmarks.py::test_clive_recipes_prints_its_table (tiny, LIVE-C dummy release); "
+        "its options are checked here",
+    "python benchmarks/scale.py":
+        "tests/test_scoring_beam.py::test_scale_benchmark_prints_its_table (tiny); its options are checked here",
     "bash benchmarks/clive_pipeline.sh":
         "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands (tiny, LIVE-C dummy release)",
     "apt-get": NOT_RUN + "installs Debian packages (the wallpaper photographs); benchmarks/clive_pipeline.sh runs it "
@@ -372,6 +396,8 @@ SCRIPT_SOURCES = {
     "python benchmarks/deployment.py": ["benchmarks/deployment.py"],
     "python benchmarks/quality_maps.py": ["benchmarks/quality_maps.py"],
     "python benchmarks/pretraining_ablation.py": ["benchmarks/pretraining_ablation.py"],
+    "python benchmarks/clive_recipes.py": ["benchmarks/clive_recipes.py"],
+    "python benchmarks/scale.py": ["benchmarks/scale.py"],
 }
 
 
@@ -443,23 +469,19 @@ def doc_texts():
     return {path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8") for path in [*DOC_FILES, REPO / "serving" / "README.md"]}
 
 
-# Named in the docs as coming later (in a "to come" section), not there yet.
-ANNOUNCED = {"docs/pretraining.md", "keras_adtrs.pretrain"}
-
-
 def test_named_code_exists():
     """Every `keras_adtrs.a.b` name and every repository path the docs mention exists."""
     missing = []
     for name, text in doc_texts().items():
-        for dotted in sorted(set(re.findall(r"(?<![\w/.-])keras_adtrs(?:\.\w+)+", text)) - ANNOUNCED):
+        for dotted in sorted(set(re.findall(r"(?<![\w/.-])keras_adtrs(?:\.\w+)+", text))):
             try:
                 resolve(dotted)
             except (ImportError, AttributeError) as exc:
                 missing.append(f"{name}: {dotted} ({exc})")
         for match in re.finditer(r"(?<![\w/.-])((?:keras_adtrs|tests|benchmarks|notebooks|serving|\.ci|docs)/[\w./-]*\w(?:::\w+)?)", text):
             path = match.group(1)
-            if text[match.end():match.end() + 1] in ("*", "<") or path in ANNOUNCED:
-                continue  # a pattern, not a path; or announced for later
+            if text[match.end():match.end() + 1] in ("*", "<"):
+                continue  # a pattern, not a path
             file, _, function = path.partition("::")
             target = REPO / file
             if not target.exists():
@@ -622,3 +644,34 @@ def test_documented_command_runs(documented, in_world, request, capsys):
 def test_documented_help_runs(documented, capsys):
     status = _main(documented.command, documented.args)
     assert status == 0 and "usage:" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------
+# The contributing page's layout map
+
+
+def layout_map_modules():
+    """The modules the layout map of docs/contributing.md lists: `a/b.py` paths under `keras_adtrs/`."""
+    text = (REPO / "docs" / "contributing.md").read_text(encoding="utf-8")
+    block = next(lines for lang, _, lines in fenced_blocks(REPO / "docs" / "contributing.md")
+                 if lang == "text" and lines and lines[0].strip() == "keras_adtrs/")
+    assert text  # the page was read
+    folders, listed = [], set()
+    for line in block[1:]:
+        indent = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0] if line.strip() else ""
+        folders = folders[: max(indent - 1, 0)]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        elif name.endswith(".py"):
+            listed.add("/".join([*folders, name]))
+    return listed
+
+
+def test_layout_map_lists_every_module():
+    """docs/contributing.md's map names every module of the package and nothing else (TFDS builders: one line)."""
+    package = REPO / "keras_adtrs"
+    actual = {p.relative_to(package).as_posix() for p in package.rglob("*.py")
+              if not re.match(r"data/tfds/[^/]+/", p.relative_to(package).as_posix())}
+    listed = layout_map_modules()
+    assert listed == actual, f"missing from the map: {sorted(actual - listed)}; not in the package: {sorted(listed - actual)}"

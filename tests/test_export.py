@@ -203,4 +203,4 @@ def test_cli_errors_cleanly(tmp_path, capsys):
 
 def test_metadata_json_is_valid(exported):
     with open(os.path.join(exported[2], "assets.extra", "adtrs_export.json")) as f:
-        assert json.load(f)["model_config"]["crop_size"] == stand_in.TEST_CROP
+        assert json.load(f)["model_config"]["backbone"]["config"]["crop_size"] == stand_in.TEST_CROP

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_dir
+from run_helpers import HELPER, TINY_SET, checkpoint_state, history_epochs, kill_after_first_checkpoint, run_env
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 
@@ -234,7 +235,7 @@ JAX_TRAINING_RUN = """
 import csv, os
 from PIL import Image
 from keras_adtrs.training.config import TrainConfig
-from keras_adtrs.training.loop_jax import run_training_jax
+from keras_adtrs.training.run import run_training
 
 rng = np.random.default_rng(0)
 os.makedirs("images", exist_ok=True)
@@ -257,7 +258,7 @@ with open("scores.csv", "w", newline="") as handle:
 config = TrainConfig(dataset="csv", csv="scores.csv", manual_dir="images", crop_size=64, crops_per_image=1,
                      batch_size=4, epochs=2, steps_per_epoch=2, test_crops=2, backbone_weights=None,
                      learning_rate=1e-4, output_dir="run", verbose=0)
-results = run_training_jax(config)
+results = run_training(config)
 for name in ("config.json", "split.json", "metrics.json", "history.csv", "model.keras", "test_predictions.csv"):
     assert os.path.exists(os.path.join("run", name)), name
 assert results["backend"] == "jax" and results["best_epoch"] in (1, 2)
@@ -272,6 +273,33 @@ print("JAX-RUN-OK", json.dumps(results["test"]))
 def test_jax_training_run_without_tensorflow(tmp_path):
     out = run_python(JAX_TRAINING_RUN, "jax", tmp_path, block_tensorflow=True)
     assert "JAX-RUN-OK" in out
+
+
+def test_killed_jax_run_resumes_at_the_next_epoch(tmp_path):
+    """The one training driver resumes on JAX as on TensorFlow: SIGKILL after the first epoch's checkpoint,
+    and the same command continues from the second epoch, with every epoch in history.csv once."""
+    out = tmp_path / "run"
+    args = ["--backend", "jax", *TINY_SET, "--epochs", "3", "--steps-per-epoch", "2", "--output-dir", str(out)]
+    state = kill_after_first_checkpoint(args, out, run_env())
+    assert state["epoch"] == 1 and state["step"] == 0, state  # killed between epochs 1 and 2
+    assert not (out / "metrics.json").exists()
+    result = subprocess.run([sys.executable, HELPER, *args], cwd=REPO, env=run_env(), capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming from epoch 2, step 0" in result.stdout and "(jax backend)" in result.stdout
+    assert "Epoch 1/3" not in result.stdout and "Epoch 2/3" in result.stdout  # no finished epoch repeated
+    assert history_epochs(out) == [0, 1, 2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "jax" and metrics["epochs_run"] == 2 and metrics["best_epoch"] in (1, 2, 3)
+    assert checkpoint_state(out)["epoch"] == 3
+
+
+def test_jax_refuses_a_tf_distribute_strategy(tmp_path):
+    result = subprocess.run([sys.executable, HELPER, "--backend", "jax", *TINY_SET, "--epochs", "1", "--strategy",
+                             "mirrored", "--output-dir", str(tmp_path / "run")], cwd=REPO, env=run_env(),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2
+    assert "error: --strategy 'mirrored' is a tf.distribute strategy: the JAX backend trains on one device" in result.stderr
 
 
 # ------------------------------------------------------------------ numpy input pipeline (in process)
@@ -359,14 +387,14 @@ def test_jax_pipeline_pil_decoding_matches_tensorflow(tmp_path):
 
 @pytest.mark.skipif(not LIVE_C.exists(), reason="LIVE-C dev subset not present")
 def test_jax_pipeline_reads_live_challenge_release():
+    from keras_adtrs.data.crops import grid_crops
+    from keras_adtrs.data.images import load_image
     from keras_adtrs.data.live_challenge import load_live_challenge
-    from keras_adtrs.data.pipeline_numpy import GridCrops
 
     source = load_live_challenge(str(LIVE_C))
     assert len(source) == 200 and source.names == sorted(source.names)  # the TFDS source's order
     assert not any(name.lower().startswith("t") and name.lower().endswith(".bmp") for name in source.names)
     assert abs(float(source.scores[source.names.index("103.bmp")]) - 39.23455873) < 1e-4
     assert 0 <= source.scores.min() and source.scores.max() <= 100
-    grid = GridCrops(source.images[:3], 64, num_crops=4, images_per_batch=2)
-    (crops,) = grid[0]
-    assert len(grid) == 2 and crops.shape == (8, 64, 64, 3)
+    crops = grid_crops(load_image(source.images[0], decoder="pil"), 64, 4)
+    assert crops.shape == (4, 64, 64, 3) and crops.dtype == np.float32

@@ -9,8 +9,11 @@ import pytest
 
 import keras_adtrs
 from conftest import random_crops
+from keras_adtrs.errors import SettingError
 from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.backbone import ADTRSBackbone
 from keras_adtrs.models.weights import BackboneWeightsWarning
+from keras_file_fixture import fixture_crops, load_fixture, write_keras_file
 
 
 def test_scores_and_intermediates_at_crop_64(tiny_model):
@@ -38,25 +41,30 @@ def test_intermediates_at_crop_224_and_parameter_count():
 
 @pytest.mark.parametrize("bad", [32, 100, 544, 64.0, "224", True])
 def test_crop_size_is_validated(bad):
-    with pytest.raises(ValueError, match="multiple of 32"):
-        ADTRSModel(crop_size=bad)
+    with pytest.raises(SettingError, match="crop_size must be a multiple of 32"):
+        ADTRSBackbone(crop_size=bad)
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="layer4_pooling"):
-        ADTRSModel(crop_size=64, layer4_pooling="max")
+        keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, layer4_pooling="max")
     with pytest.raises(ValueError, match="backbone"):
-        ADTRSModel(crop_size=64, backbone="vgg16")
+        keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, backbone="vgg16")
     with pytest.raises(ValueError, match="loss weight"):
-        ADTRSModel(crop_size=64, loss_weights={"qualty": 1.0})
+        keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, loss_weights={"qualty": 1.0})
+    with pytest.raises(SettingError, match="backbone must be an ADTRSBackbone"):
+        ADTRSModel(backbone="resnet50")
 
 
 def test_config_round_trip_and_keras_file(tiny_model, tmp_path):
     config = tiny_model.get_config()
     assert ADTRSModel.from_config(json.loads(json.dumps(config))).get_config() == config
     for key in config:
-        if key not in ("name", "trainable"):
+        if key not in ("name", "trainable", "backbone"):
             assert getattr(tiny_model, key) == config[key]
+    assert keras.saving.serialize_keras_object(tiny_model.backbone) == config["backbone"]
+    # The backbone's own settings read through the task.
+    assert (tiny_model.crop_size, tiny_model.precision, tiny_model.architecture) == (64, "float32", "resnet50")
     path = tmp_path / "m.keras"
     tiny_model.save(path)
     loaded = keras.saving.load_model(path)
@@ -160,19 +168,40 @@ def test_download_attempt_is_bounded(monkeypatch):
 
 
 def test_local_backbone_weights_file(tiny_model, tmp_path):
-    from keras_adtrs.models.weights import backbone_of
-
     path = tmp_path / "backbone.weights.h5"
-    backbone_of(tiny_model).save_weights(path)
+    tiny_model.backbone.stages.save_weights(path)
     model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=str(path))
     assert model.backbone_weights_info["source"].startswith("file ")
-    a, b = backbone_of(model).weights[0], backbone_of(tiny_model).weights[0]
+    a, b = model.backbone.stages.weights[0], tiny_model.backbone.stages.weights[0]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    with pytest.raises(FileNotFoundError, match="missing.h5"):
+    with pytest.raises(SettingError, match="backbone_weights .*missing.h5: no such file"):
         keras_adtrs.build_adtrs(crop_size=64, backbone_weights=str(tmp_path / "missing.h5"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert keras_adtrs.build_adtrs(crop_size=64, backbone_weights="none").backbone_weights_info["requested"] is None
+
+
+def test_backbone_alone_round_trips_and_its_layers_are_the_network_s(tiny_model, tmp_path):
+    """The task is built on the backbone: the backbone's layers are the network's, and a backbone saves alone."""
+    backbone = tiny_model.backbone
+    assert {l.name for l in backbone.layers} <= {l.name for l in tiny_model.network.layers}
+    assert backbone.get_layer("attention_downsample") is tiny_model.network.get_layer("attention_downsample")
+    crops = random_crops(2, seed=9)
+    features = backbone(crops, training=False)
+    network = tiny_model.network(crops, training=False)
+    for name in ("block_output", "layer4", "tokens"):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(features[name]),
+                                   keras.ops.convert_to_numpy(network[name]), rtol=1e-6, atol=1e-6)
+    config = backbone.get_config()
+    assert ADTRSBackbone.from_config(json.loads(json.dumps(config))).get_config() == config
+    for key in config:
+        if key not in ("name", "trainable"):
+            assert getattr(backbone, key) == config[key]
+    backbone.save(tmp_path / "backbone.keras")
+    loaded = keras.saving.load_model(tmp_path / "backbone.keras")
+    assert isinstance(loaded, ADTRSBackbone)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(crops)["block_output"]),
+                               keras.ops.convert_to_numpy(features["block_output"]), rtol=1e-5, atol=1e-6)
 
 
 def _rename_modules(config, renames, counts):
@@ -188,42 +217,22 @@ def _rename_modules(config, renames, counts):
             _rename_modules(value, renames, counts)
 
 
-def _with_old_module_paths(path, old_path, counts):
-    """Copies a `.keras` file, its config's "module" entries rewritten to the paths before the layout move."""
-    import zipfile
-
-    renames = {"keras_adtrs.models.adtrs": "keras_adtrs.model", "keras_adtrs.models.layers": "keras_adtrs.layers"}
-    with zipfile.ZipFile(path) as archive:
-        assert {"config.json", "metadata.json", "model.weights.h5"} <= set(archive.namelist())
-        config = json.loads(archive.read("config.json"))
-        _rename_modules(config, renames, counts)
-        with zipfile.ZipFile(old_path, "w") as old:
-            old.writestr("config.json", json.dumps(config))
-            for name in ("metadata.json", "model.weights.h5"):
-                old.writestr(name, archive.read(name))
-    return config
-
-
-def test_keras_file_saved_before_the_layout_move_still_loads(tiny_model, tmp_path):
-    """`.keras` files whose configs name the old modules (keras_adtrs.model, keras_adtrs.layers) load:
-    classes are found by their registered names ("keras_adtrs>ClassName"), which never changed."""
-    counts = {}
-    tiny_model.save(tmp_path / "model.keras")
-    config = _with_old_module_paths(tmp_path / "model.keras", tmp_path / "old_model.keras", counts)
-    assert config["module"] == "keras_adtrs.model" and config["registered_name"] == "keras_adtrs>ADTRSModel"
-    # The network (a functional model of our layers) names keras_adtrs.layers for each custom layer.
-    keras.saving.save_model(tiny_model.network, tmp_path / "network.keras")
-    _with_old_module_paths(tmp_path / "network.keras", tmp_path / "old_network.keras", counts)
-    assert counts == {"keras_adtrs.models.adtrs": 1, "keras_adtrs.models.layers": counts["keras_adtrs.models.layers"]}
-    assert counts["keras_adtrs.models.layers"] >= 10, counts  # every custom layer of the graph
-
-    crops = random_crops(4, seed=5)
-    expected = np.asarray(tiny_model.predict(crops, verbose=0))
-    assert np.std(expected) > 1e-3  # the random score head: scores differ across inputs
+@pytest.mark.parametrize("module_paths", ["as saved", "before the layout move"])
+def test_keras_file_saved_by_an_earlier_version_loads_and_scores_the_same(tmp_path, module_paths):
+    """A `.keras` file as keras_adtrs 0.1.0 (before the backbone/task split) wrote it loads with both
+    loaders and gives the scores that version computed (tests/testdata/keras_file_v0_1_0.json). With its
+    config's module paths rewritten to those before the layout move (keras_adtrs.model, keras_adtrs.layers),
+    it loads too: classes are found by their registered names, which never changed."""
+    fixture = load_fixture()
+    if module_paths != "as saved":
+        counts = {}
+        renames = {"keras_adtrs.models.adtrs": "keras_adtrs.model"}
+        _rename_modules(fixture["config.json"], renames, counts)
+        assert counts == {"keras_adtrs.models.adtrs": 1}
+    path = write_keras_file(fixture, tmp_path / "old.keras")
+    expected = np.asarray(fixture["scores"])
+    assert np.std(expected) > 1e-3 * np.abs(expected).mean()  # scores differ across inputs
     for load in (keras_adtrs.load_model, keras.saving.load_model):
-        loaded = load(tmp_path / "old_model.keras")
-        assert isinstance(loaded, ADTRSModel)
-        np.testing.assert_allclose(loaded.predict(crops, verbose=0), expected, rtol=1e-6, atol=1e-5)
-        network = load(tmp_path / "old_network.keras")
-        scores = keras.ops.convert_to_numpy(network(crops, training=False)["score"])
-        np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-5)
+        loaded = load(path)
+        assert isinstance(loaded, ADTRSModel) and loaded.crop_size == 64
+        np.testing.assert_allclose(loaded.predict(fixture_crops(fixture), verbose=0), expected, rtol=1e-5)

@@ -10,8 +10,10 @@ import pytest
 import keras_adtrs
 from conftest import random_crops, random_score_head
 from keras_adtrs.models import precision
-from keras_adtrs.models.adtrs import ADTRSModel, with_precision
-from test_train_cli import TINY, default_data_dir, run_train  # noqa: F401 (a fixture)
+from keras_adtrs.models import ADTRSModel, with_precision
+from keras_adtrs.models.backbone import ADTRSBackbone
+from keras_file_fixture import load_fixture
+from run_helpers import TINY, run_train
 
 CPU_ONLY = ("Test CPU", (), ())  # no AVX512-BF16 / AMX, no GPU or TPU
 BF16_CPU = ("Test CPU", ("avx512_bf16",), ())
@@ -35,7 +37,7 @@ def test_unsupported_precision_names_the_precision_and_the_device(device):
         precision.check_precision("mixed_bfloat16")
     message = str(error.value)
     assert "'mixed_bfloat16'" in message and "AVX512-BF16" in message and "CPU 'Test CPU' without" in message
-    assert "no GPU or TPU" in message and "--precision float32" in message
+    assert "no GPU or TPU" in message and "Use float32" in message and error.value.setting == "precision"
     with pytest.raises(precision.UnsupportedPrecisionError, match="'mixed_float16' needs a GPU"):
         keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, precision="mixed_float16")
     with pytest.raises(ValueError, match="precision must be one of float32, mixed_bfloat16, mixed_float16, got 'fp8'"):
@@ -56,7 +58,7 @@ def test_train_command_refuses_a_precision_the_device_lacks(tmp_path):
         pytest.skip("this machine has a GPU")
     result = run_train([*TINY, "--precision", "mixed_float16", "--output-dir", str(tmp_path / "run")])
     assert result.returncode != 0
-    assert "error: precision 'mixed_float16' needs a GPU; this machine has: CPU" in result.stderr
+    assert "error: --precision 'mixed_float16' needs a GPU; this machine has: CPU" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -101,13 +103,13 @@ def test_mixed_model_keeps_the_head_and_the_loss_in_float32(device, tmp_path):
     loaded = keras_adtrs.load_model(path)
     assert isinstance(loaded, ADTRSModel) and loaded.precision == "mixed_bfloat16"
     np.testing.assert_array_equal(np.asarray(loaded.predict(x, verbose=0)), a)
-    # Files saved before the option existed (no "precision" in the config) load in the global policy.
-    config = model.get_config()
+    # Files saved before the option existed (a flat config without "precision") load in the global policy.
+    config = load_fixture()["config.json"]["config"]
     config.pop("precision")
     assert ADTRSModel.from_config(config).precision == "float32"
 
 
-def test_bfloat16_training_run_saves_and_loads_with_the_same_scores(default_data_dir, tmp_path):  # noqa: F811
+def test_bfloat16_training_run_saves_and_loads_with_the_same_scores(default_data_dir, tmp_path):
     """`train --precision mixed_bfloat16` at crop 64: the run's test scores are those of its model.keras, reloaded."""
     out = tmp_path / "run"
     # Forced, so that the test also runs on CPUs without AVX512-BF16 (emulated there).
@@ -115,7 +117,7 @@ def test_bfloat16_training_run_saves_and_loads_with_the_same_scores(default_data
                        KERAS_ADTRS_FORCE_PRECISION="1")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
-    assert config["settings"]["precision"] == "mixed_bfloat16" and config["model"]["precision"] == "mixed_bfloat16"
+    assert config["settings"]["precision"] == "mixed_bfloat16" and config["model"]["backbone"]["config"]["precision"] == "mixed_bfloat16"
     assert (out / "export" / "adtrs" / "1" / "saved_model.pb").is_file()
     model = keras_adtrs.load_model(out / "model.keras")
     assert model.precision == "mixed_bfloat16"
@@ -142,8 +144,8 @@ def test_mixed_pretraining_model_keeps_the_head_and_the_loss_in_float32(tmp_path
     kinds = KINDS[:3]
     x, y = DistortionBatches(procedural_references(4, seed=5, size=96), 64, kinds, groups=2, levels=3, steps=1,
                              seed=0)[0]
-    model = PretrainingModel({"crop_size": 64, "precision": "mixed_bfloat16"}, num_classes(kinds), group_size=3,
-                             objective="ranking+classification+fr")
+    model = PretrainingModel(ADTRSBackbone(crop_size=64, precision="mixed_bfloat16"), num_classes(kinds),
+                             group_size=3, objective="ranking+classification+fr")
     random_score_head(model.adtrs)
     assert model.adtrs.precision == "mixed_bfloat16" and model.classifier.compute_dtype == "float32"
     assert model.adtrs.network.get_layer("resnet50").layers[2].compute_dtype == "bfloat16"
@@ -198,7 +200,7 @@ def test_bfloat16_pretrain_command_saves_a_model_that_loads_in_bfloat16(tmp_path
     assert "mixed_bfloat16" in result.stdout
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["precision"] == "mixed_bfloat16"
-    assert config["model"]["adtrs_config"]["precision"] == "mixed_bfloat16"
+    assert config["model"]["backbone"]["config"]["precision"] == "mixed_bfloat16"
     model = keras_adtrs.load_model(out / "model.keras")
     assert isinstance(model, ADTRSModel) and model.precision == "mixed_bfloat16"
     crops = random_crops(6)
@@ -217,7 +219,7 @@ def test_pretrain_command_refuses_a_precision_the_device_lacks(tmp_path):
     result = _run_module("keras_adtrs.pretrain", [*PRETRAIN_TINY, "--precision", "mixed_float16",
                                                   "--output-dir", str(tmp_path / "run")])
     assert result.returncode != 0
-    assert "error: precision 'mixed_float16' needs a GPU; this machine has: CPU" in result.stderr
+    assert "error: --precision 'mixed_float16' needs a GPU; this machine has: CPU" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -239,7 +241,8 @@ def test_export_precision_option(tmp_path, capsys):
     assert "mixed_bfloat16" in capsys.readouterr().out
     version = tmp_path / "exports" / "adtrs" / "1"
     metadata = read_export_metadata(str(version))
-    assert metadata["model_config"]["precision"] == "mixed_bfloat16" and metadata["batchnorm_folded"] == 53
+    assert metadata["model_config"]["backbone"]["config"]["precision"] == "mixed_bfloat16"
+    assert metadata["batchnorm_folded"] == 53
     assert metadata["deployment"]["precision"] == "mixed_bfloat16"
     served = tf.saved_model.load(str(version)).signatures["serving_images"]
     assert "DT_BFLOAT16" in str(served.graph.as_graph_def())
@@ -263,9 +266,10 @@ def test_export_precision_option(tmp_path, capsys):
     mixed = tmp_path / "bfloat16.keras"
     with_precision(model, "mixed_bfloat16").save(mixed)
     bf16_base = ["--model", str(mixed), "--export-dir", str(tmp_path / "artifacts"), "--format", "onnx"]
-    assert export_command.main(bf16_base) == 1
+    assert export_command.main(bf16_base) == 2
     error = capsys.readouterr().err
-    assert "this one computes in mixed_bfloat16" in error and "--precision float32" in error
+    assert "error: --precision mixed_bfloat16: format onnx exports float32 models" in error
+    assert "precision float32" in error
     assert not (tmp_path / "artifacts" / "adtrs.onnx").exists()
     assert export_command.main([*bf16_base, "--precision", "float32"]) == 0
     assert (tmp_path / "artifacts" / "adtrs.onnx").is_file()

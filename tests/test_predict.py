@@ -13,7 +13,6 @@ from PIL import Image
 
 import keras_adtrs
 from keras_adtrs import predict
-from keras_adtrs.inference import scoring
 from conftest import random_score_head
 
 GOOD = ("alpha.png", "gray.jpg", "deep16.png", "small40.png")

@@ -11,7 +11,8 @@ import keras_adtrs
 from keras_adtrs import reporting
 from keras_adtrs.data import images as image_io
 from keras_adtrs.data.images import ImageReadError
-from keras_adtrs.inference import scoring
+from keras_adtrs.data import image_crops
+from keras_adtrs.models import scoring
 from conftest import random_score_head
 
 CROPS = 4
@@ -106,7 +107,7 @@ def test_calls_are_padded_to_bucket_sizes(model):
 
 def test_single_image_and_grid_mean(model, images):
     single = keras_adtrs.score(model, images[0], crops=CROPS)
-    crops = scoring.image_crops(images[0], 64, CROPS)
+    crops = image_crops.image_crops(images[0], 64, CROPS)
     direct = np.asarray(model.predict_on_batch(crops)).mean()
     assert single.shape == (1,)
     assert single[0] == pytest.approx(direct, abs=1e-5)
@@ -162,9 +163,9 @@ def test_random_crops_are_seeded(model, images):
     other = keras_adtrs.score(model, images[:3], crops=3, crop_mode="random", seed=6)
     np.testing.assert_allclose(first, again, rtol=0, atol=1e-5)
     assert not np.allclose(first, other, rtol=0, atol=1e-7)
-    a = scoring.random_image_crops(images[0], 64, 2, seed=1, key=7)
-    np.testing.assert_array_equal(a, scoring.random_image_crops(images[0], 64, 2, seed=1, key=7))
-    assert not np.array_equal(a, scoring.random_image_crops(images[0], 64, 2, seed=1, key=8))
+    a = image_crops.random_image_crops(images[0], 64, 2, seed=1, key=7)
+    np.testing.assert_array_equal(a, image_crops.random_image_crops(images[0], 64, 2, seed=1, key=7))
+    assert not np.array_equal(a, image_crops.random_image_crops(images[0], 64, 2, seed=1, key=8))
 
 
 def test_score_files_rows_and_format(model, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_adtrs.data.splits import repeated_splits, split_by_group
+from keras_adtrs.errors import SettingError
 
 
 def _parts(split):
@@ -105,3 +106,31 @@ def test_no_test_part_trains_on_everything():
     """`test_fraction=0`: a final model for use elsewhere; the validation part still selects the epoch."""
     split = split_by_group(np.arange(200), test_fraction=0.0, validation_fraction=0.1, seed=3)
     assert split.test.size == 0 and split.validation.size == 20 and split.train.size == 180
+
+
+def test_kfold_by_group_tests_every_item_once_and_respects_groups():
+    from keras_adtrs.data.splits import kfold_by_group
+
+    groups = np.repeat(np.arange(23), 3)  # 23 references, 3 images each
+    folds = kfold_by_group(groups, folds=5, validation_fraction=0.1, seed=4)
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested.tolist()) == list(range(len(groups)))  # every item tested exactly once
+    sizes = sorted(len(np.unique(groups[f.test])) for f in folds)
+    assert sizes[-1] - sizes[0] <= 1  # fold sizes differ by one group at most
+    for fold in folds:
+        parts = [set(groups[p].tolist()) for p in (fold.train, fold.validation, fold.test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]  # no group straddles
+        assert len(fold.validation) and sorted(np.concatenate([fold.train, fold.validation, fold.test]).tolist()) == \
+            list(range(len(groups)))
+    # Stable under the seed; another seed gives other folds.
+    again = kfold_by_group(groups, folds=5, validation_fraction=0.1, seed=4)
+    assert all(np.array_equal(a.test, b.test) and np.array_equal(a.validation, b.validation) for a, b in zip(folds, again))
+    other = kfold_by_group(groups, folds=5, validation_fraction=0.1, seed=5)
+    assert any(not np.array_equal(a.test, b.test) for a, b in zip(folds, other))
+    # The same folds on every machine: numpy's PCG64 permutation of the sorted groups (pinned values).
+    pinned = [f.test.tolist() for f in kfold_by_group(np.arange(10), folds=3, validation_fraction=0, seed=0)]
+    assert pinned == [[1, 4, 7, 9], [0, 3, 6], [2, 5, 8]]
+    with pytest.raises(SettingError, match="folds must be a whole number from 2 to the 23 groups, got 24"):
+        kfold_by_group(groups, folds=24)
+    with pytest.raises(SettingError, match="folds must be"):
+        kfold_by_group(groups, folds=1)

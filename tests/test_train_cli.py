@@ -9,28 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
-
-
-@pytest.fixture(scope="session")
-def default_data_dir(tmp_path_factory):
-    """The default set, built once per test session into a temporary cache."""
-    from keras_adtrs.data.synthetic import load_default_source
-
-    directory = tmp_path_factory.mktemp("default_data")
-    load_default_source(data_dir=str(directory), verbose=False)
-    return str(directory)
-
-
-def run_train(args, **env):
-    environment = {**os.environ, "KERAS_ADTRS_OFFLINE": "1", **env}
-    environment.pop("KERAS_ADTRS_VERBOSE", None)
-    return subprocess.run(
-        [sys.executable, "-m", "keras_adtrs.train", *args],
-        cwd=REPO, env=environment, capture_output=True, text=True, timeout=900,
-    )
-
-
-TINY = ["--crop-size", "64", "--epochs", "2", "--steps-per-epoch", "2", "--crops-per-image", "1", "--batch-size", "8", "--test-crops", "1"]
+from run_helpers import HELPER, TINY, TINY_SET, run_env, run_train
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +101,30 @@ def test_evaluate_reads_the_run_folder_train_wrote(tiny_run, tmp_path):
     assert evaluation["crops"] == settings["test_crops"] == 1
     assert evaluation["split_config"]["from"] == str(out / "config.json")
     assert "I0000" not in result.stderr and "E0000" not in result.stderr, result.stderr[:2000]
+
+
+@pytest.mark.large
+def test_recipe_file_fills_the_settings_and_flags_override_it(tmp_path):
+    """`train --config FILE`: the recipe fills the table (YAML and JSON), flags given on the command line win."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("crop-size: 64\nepochs: 3\nbatch_size: 8\nlinear_probe_epochs: 1\nbackbone_lr_ratio: 0.1\n"
+                      "freeze_batchnorm: true\nlearning_rate: '3e-4'\n")
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, HELPER, "--config", str(recipe), *TINY_SET, "--epochs", "1", "--steps-per-epoch", "1",
+         "--output-dir", str(out)], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "config.json").read_text())
+    settings = record["settings"]
+    assert settings["config_file"] == str(recipe)
+    assert (settings["crop_size"], settings["batch_size"], settings["learning_rate"]) == (64, 8, 3e-4)  # the recipe
+    assert settings["epochs"] == 1  # the flag
+    assert record["fine_tuning"] == {"backbone_lr_ratio": 0.1, "freeze_batchnorm": True, "linear_probe_epochs": 1}
+    # A JSON recipe naming a setting that does not exist, or a value of the wrong type, is refused by name.
+    for text, named in (('{"crop_sise": 64}', "unknown setting 'crop_sise'"),
+                        ('{"epochs": "many"}', "epochs = 'many' is not a int"),
+                        ('[1, 2]', "expected a mapping of settings")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        refused = run_train(["--config", str(bad)])
+        assert refused.returncode == 2 and f"--config: {bad}: {named}" in refused.stderr, refused.stderr[-2000:]

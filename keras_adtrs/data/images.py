@@ -13,9 +13,9 @@ pipeline, `keras_adtrs.score`, the commands and the serving client
 Two decoders: `"tensorflow"` (`tf.io.decode_image`, what the SavedModel
 runs) and `"pil"` (Pillow, no TensorFlow). PNG, BMP and GIF decode
 identically; JPEG pixels may differ by a few levels (IDCT and upsampling
-details). `load_image` uses TensorFlow when it is already imported (Keras on
-the TensorFlow backend) and Pillow otherwise (the JAX backend never imports
-TensorFlow for images).
+details). `load_image` uses TensorFlow on the TensorFlow backend and
+Pillow otherwise (`keras_adtrs.data.backend.uses_tensorflow`: the JAX backend
+never imports TensorFlow for images).
 """
 
 import glob
@@ -23,12 +23,13 @@ import io
 import os
 import re
 import struct
-import sys
 
 import numpy as np
 from PIL import Image
 
 from keras_adtrs.console import filtered_stderr
+from keras_adtrs.data.backend import uses_tensorflow
+from keras_adtrs.errors import ADTRSError
 
 #: File extensions `expand_paths` picks up in folders: what `tf.io.decode_image`
 #: (and so the SavedModel) decodes. Files named explicitly are tried whatever
@@ -39,13 +40,13 @@ DECODERS = ("tensorflow", "pil")
 PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ADTRSError, ValueError):
     """An image could not be read or decoded; the message names it."""
 
 
 def default_decoder():
-    """`"tensorflow"` when TensorFlow is already imported, else `"pil"`."""
-    return "tensorflow" if "tensorflow" in sys.modules else "pil"
+    """`"tensorflow"` on the TensorFlow backend, else `"pil"` (`keras_adtrs.data.backend.uses_tensorflow`)."""
+    return "tensorflow" if uses_tensorflow() else "pil"
 
 
 def _describe(source, index):

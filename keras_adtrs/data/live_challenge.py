@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from keras_adtrs.data.matlab import loadmat, mat_strings
+from keras_adtrs.errors import SettingError
 from keras_adtrs.data.source import IQASource
 
 #: Entries of the .mat files that are the raters' training images.
@@ -39,11 +40,11 @@ def find_root(manual_dir):
     """The release folder: `manual_dir` itself or its `ChallengeDB_release/` subfolder.
 
     Raises:
-        ValueError: `manual_dir` is None.
+        SettingError: `manual_dir` is None.
         FileNotFoundError: neither holds `Data/AllMOS_release.mat`.
     """
     if manual_dir is None:
-        raise ValueError("live_challenge: pass manual_dir=<folder holding ChallengeDB_release> (--manual-dir)")
+        raise SettingError("manual_dir", "is needed by live_challenge: the folder holding ChallengeDB_release")
     manual_dir = os.fspath(manual_dir)
     for candidate in (manual_dir, os.path.join(manual_dir, "ChallengeDB_release")):
         if os.path.exists(os.path.join(candidate, _MARKER)):

@@ -15,16 +15,12 @@ tf.data pipeline (`keras_adtrs.data.pipeline_tensorflow`):
   is repeatable and epoch `e` is the same whether or not training resumed
   there. It is NOT bit-identical to the tf.data pipeline's stateless RNG:
   the same rules, other draws.
-- test: the deterministic crop grid of `keras_adtrs.data.crops` (identical
-  pixels to the TensorFlow grid up to decoding differences).
 """
-
-import math
 
 import keras
 import numpy as np
 
-from keras_adtrs.data.crops import grid_crops, random_crop, upscale
+from keras_adtrs.data.crops import random_crop, upscale
 from keras_adtrs.data.images import load_image
 
 def _rng(*keys):
@@ -58,11 +54,12 @@ class _ImageStore:
 class TrainingCrops(keras.utils.PyDataset):
     """Training batches `(crops float32 (B, c, c, 3) in [0, 255], scores (B,))`.
 
-    Item `i` is step `i % steps_per_epoch` of epoch `initial_epoch + i //
-    steps_per_epoch`: the sequence covers every epoch in order, like the
-    tf.data pipeline, so pass `steps_per_epoch` to `fit` and each `fit`
-    epoch reads the next epoch's batches. Every item depends only on
-    `(seed, epoch, step)`, so any worker order gives the same batches.
+    The sequence starts at step `initial_step` of epoch `initial_epoch` and
+    covers every later step of every epoch in order, like the tf.data
+    pipeline, so pass `steps_per_epoch` to `fit` and each `fit` epoch reads
+    the next epoch's batches (a resumed run starts where it stopped). Every
+    item depends only on `(seed, epoch, step)`, so any worker order gives
+    the same batches.
 
     Args:
         images: list of uint8 arrays, encoded bytes or file paths.
@@ -73,6 +70,8 @@ class TrainingCrops(keras.utils.PyDataset):
         seed: int. Seed of all randomness.
         epochs: int. Epochs covered (from `initial_epoch`).
         initial_epoch: int.
+        initial_step: int. Step of `initial_epoch` the sequence starts at.
+            Defaults to `0`.
         steps_per_epoch: int or None. Batches per epoch; defaults to the
             whole batches of one pass (`N * crops_per_image // batch_size`).
             A larger value wraps around to the next pass of the same epoch.
@@ -91,6 +90,7 @@ class TrainingCrops(keras.utils.PyDataset):
         seed=0,
         epochs=1,
         initial_epoch=0,
+        initial_step=0,
         steps_per_epoch=None,
         cache=True,
         **kwargs,
@@ -111,12 +111,13 @@ class TrainingCrops(keras.utils.PyDataset):
         self.seed = int(seed)
         self.epochs = int(epochs)
         self.initial_epoch = int(initial_epoch)
+        self.initial_step = int(initial_step)
         self.batches_per_pass = (n * self.crops_per_image) // self.batch_size
         self.steps_per_epoch = int(steps_per_epoch or self.batches_per_pass)
         self._orders = {}
 
     def __len__(self):
-        return self.steps_per_epoch * max(self.epochs - self.initial_epoch, 0)
+        return max(self.steps_per_epoch * (self.epochs - self.initial_epoch) - self.initial_step, 0)
 
     def _order(self, epoch, repeat):
         key = (epoch, repeat)
@@ -145,36 +146,5 @@ class TrainingCrops(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(index)
-        epoch, step = divmod(int(index), self.steps_per_epoch)
+        epoch, step = divmod(int(index) + self.initial_step, self.steps_per_epoch)
         return self.batch(self.initial_epoch + epoch, step)
-
-
-class GridCrops(keras.utils.PyDataset):
-    """Test-grid crops of every image, `num_crops` per image, in image order.
-
-    Item `i` holds the crops of `images_per_batch` images, shape
-    `(images_per_batch * num_crops, c, c, 3)`; `predict` on it and
-    `reshape(-1, num_crops).mean(1)` gives one score per image.
-    """
-
-    def __init__(self, images, crop_size, num_crops=9, images_per_batch=4, cache=False, **kwargs):
-        super().__init__(**kwargs)
-        self.store = _ImageStore(images, crop_size, cache=cache)
-        self.crop_size = int(crop_size)
-        self.num_crops = int(num_crops)
-        self.images_per_batch = int(images_per_batch)
-
-    def __len__(self):
-        return math.ceil(len(self.store) / self.images_per_batch)
-
-    def __getitem__(self, index):
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        start = index * self.images_per_batch
-        stop = min(start + self.images_per_batch, len(self.store))
-        return (np.concatenate([grid_crops(self.store.get(i), self.crop_size, self.num_crops) for i in range(start, stop)]),)
-
-
-def all_grid_crops(images, crop_size, num_crops):
-    """`(N, num_crops, c, c, 3)` float32 grid crops of a list of images."""
-    return np.stack([grid_crops(load_image(im, i), crop_size, num_crops) for i, im in enumerate(images)])

@@ -61,7 +61,7 @@ def load_reference_images(folders, crop_size, scales=(384, 512, 768), progress=T
     paths = []
     for folder in folders:
         if not os.path.exists(folder):
-            raise FileNotFoundError(f"--images {folder}: no such folder or file")
+            raise FileNotFoundError(f"{folder}: no such folder or file")
         paths += expand_paths([folder])
     paths = sorted(set(paths))
     images, used, skipped = [], [], {}

@@ -22,10 +22,13 @@ Example:
 
 import importlib
 import importlib.util
-import os
+
+from keras_adtrs.data.backend import uses_tensorflow
+from keras_adtrs.defaults import PLAIN_DATASETS, TFDS_DATASETS
+from keras_adtrs.errors import ADTRSError, DataSetError, SettingError
 
 #: Sets built by TFDS builders (`keras_adtrs.data.tfds.<name>`).
-TFDS_SETS = ("live_iqa", "csiq", "tid2013", "kadid10k", "live_challenge", "koniq10k")
+TFDS_SETS = TFDS_DATASETS
 _TFDS_LOADER = "keras_adtrs.data.tfds.sources:load_tfds_source"
 #: Sets read without TensorFlow.
 _PLAIN_LOADERS = {
@@ -35,6 +38,7 @@ _PLAIN_LOADERS = {
 }
 #: Loaders added by `register_source` (your own sets, tests).
 _ADDED = {}
+assert set(_PLAIN_LOADERS) == set(PLAIN_DATASETS), "keras_adtrs.defaults.PLAIN_DATASETS lists every plain loader"
 
 
 def _resolve(target):
@@ -66,12 +70,10 @@ def available_sources():
 def tensorflow_wanted():
     """Whether TFDS builders should be used when a set can be read either way.
 
-    True when TensorFlow Datasets is installed and Keras runs (or will run)
-    on TensorFlow (`KERAS_BACKEND` unset or `tensorflow`).
+    True on the TensorFlow backend (`keras_adtrs.data.backend.uses_tensorflow`)
+    when TensorFlow Datasets is installed.
     """
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return False
-    return importlib.util.find_spec("tensorflow_datasets") is not None
+    return uses_tensorflow() and importlib.util.find_spec("tensorflow_datasets") is not None
 
 
 def load_source(name, data_dir=None, manual_dir=None, csv_path=None, tensorflow=None, **kwargs):
@@ -94,27 +96,41 @@ def load_source(name, data_dir=None, manual_dir=None, csv_path=None, tensorflow=
         An `IQASource`.
 
     Raises:
-        ValueError: unknown name, or a set that needs TensorFlow Datasets
-            when it is not to be used.
+        SettingError: unknown name, a set that needs TensorFlow Datasets
+            when it is not to be used, or a setting that does not apply.
+        DataSetError: the set cannot be read (a missing or malformed release
+            or scores file); the message names the set and the file.
     """
     if csv_path is not None and name != "csv" and name not in _ADDED:
-        raise ValueError(f"csv_path (--csv) is for the csv data set, not {name!r}")
+        raise SettingError("csv", f"is for the csv data set, not {name!r}")
+    loader, arguments = _loader(name, data_dir, manual_dir, csv_path, tensorflow)
+    try:
+        return loader(**arguments, **kwargs)
+    except ADTRSError:
+        raise
+    except (OSError, ValueError) as exc:  # what the readers raise on a missing or malformed release
+        raise DataSetError(f"data set {name!r}: {exc}") from exc
+
+
+def _loader(name, data_dir, manual_dir, csv_path, tensorflow):
+    """`(loader, keyword arguments)` of the set `name`."""
     if name in _ADDED:
         extra = {"csv_path": csv_path} if csv_path is not None else {}
-        return _ADDED[name](data_dir=data_dir, manual_dir=manual_dir, **extra, **kwargs)
+        return _ADDED[name], {"data_dir": data_dir, "manual_dir": manual_dir, **extra}
     use_tfds = tensorflow_wanted() if tensorflow is None else bool(tensorflow)
     if name in TFDS_SETS and (use_tfds or name not in _PLAIN_LOADERS):
         if not use_tfds or importlib.util.find_spec("tensorflow_datasets") is None:
             plain = ", ".join(sorted(_PLAIN_LOADERS))
-            raise ValueError(
-                f"data set {name!r} is built with TensorFlow Datasets, which is not installed or not to be used "
+            raise SettingError(
+                "dataset", f"{name!r} is built with TensorFlow Datasets, which is not installed or not to be used "
                 f"here (JAX backend); without it use {plain}"
             )
-        return _resolve(_TFDS_LOADER)(name, data_dir=data_dir, manual_dir=manual_dir, **kwargs)
+        loader = _resolve(_TFDS_LOADER)
+        return (lambda **kw: loader(name, **kw)), {"data_dir": data_dir, "manual_dir": manual_dir}
     if name == "csv":
-        return _resolve(_PLAIN_LOADERS["csv"])(csv_path=csv_path, data_dir=data_dir, manual_dir=manual_dir, **kwargs)
+        return _resolve(_PLAIN_LOADERS["csv"]), {"csv_path": csv_path, "data_dir": data_dir, "manual_dir": manual_dir}
     if name == "default":
-        return _resolve(_PLAIN_LOADERS["default"])(data_dir=data_dir, **kwargs)
+        return _resolve(_PLAIN_LOADERS["default"]), {"data_dir": data_dir}
     if name == "live_challenge":
-        return _resolve(_PLAIN_LOADERS["live_challenge"])(manual_dir, **kwargs)
-    raise ValueError(f"unknown data set {name!r}; available: {', '.join(available_sources())}")
+        return _resolve(_PLAIN_LOADERS["live_challenge"]), {"manual_dir": manual_dir}
+    raise SettingError("dataset", f"unknown data set {name!r}; available: {', '.join(available_sources())}")

@@ -8,6 +8,8 @@ import dataclasses
 
 import numpy as np
 
+from keras_adtrs.errors import SettingError
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -51,9 +53,9 @@ def split_by_group(groups, test_fraction=0.2, validation_fraction=0.1, seed=0):
     """
     groups = np.asarray(groups)
     if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise SettingError("test_fraction", f"must be in [0, 1), got {test_fraction}")
     if not 0 <= validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+        raise SettingError("validation_fraction", f"must be in [0, 1), got {validation_fraction}")
     rng = np.random.Generator(np.random.PCG64(seed))
     test_mask = _partition(groups, test_fraction, rng) if test_fraction > 0 else np.zeros(len(groups), bool)
     rest = np.flatnonzero(~test_mask)
@@ -72,3 +74,50 @@ def split_by_group(groups, test_fraction=0.2, validation_fraction=0.1, seed=0):
 def repeated_splits(groups, num_splits=10, seed=0, **kwargs):
     """`num_splits` splits with seeds `seed, seed + 1, ...`."""
     return [split_by_group(groups, seed=seed + k, **kwargs) for k in range(num_splits)]
+
+
+def kfold_by_group(groups, folds=5, validation_fraction=0.1, seed=0):
+    """K-fold cross-validation by group: every item is in exactly one test fold.
+
+    The groups (sorted unique ids) are permuted with `seed` and dealt to the
+    folds in turn, so fold sizes differ by at most one group and no group
+    straddles two folds. Each fold's other groups are its training part,
+    from which a seeded `validation_fraction` of the groups is carved out to
+    select the epoch: never the test fold. The same `groups` and `seed` give
+    the same folds on every machine, so every row of a comparison meets the
+    same folds.
+
+    Args:
+        groups: array `(N,)` of group ids (reference ids, or item indices).
+        folds: int. Number of folds, from 2 to the number of groups.
+        validation_fraction: float. Share of each fold's training groups
+            used for validation; `0` gives none. Defaults to `0.1`.
+        seed: int. Defaults to `0`.
+
+    Returns:
+        list of `folds` `Split`s.
+
+    Example:
+    >>> [len(s.test) for s in kfold_by_group(np.arange(10), folds=3)]
+    [4, 3, 3]
+    """
+    groups = np.asarray(groups)
+    unique = np.unique(groups)
+    if isinstance(folds, bool) or int(folds) != folds or not 2 <= folds <= len(unique):
+        raise SettingError("folds", f"must be a whole number from 2 to the {len(unique)} groups, got {folds!r}")
+    if not 0 <= validation_fraction < 1:
+        raise SettingError("validation_fraction", f"must be in [0, 1), got {validation_fraction}")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    fold_of_group = dict(zip(unique[rng.permutation(len(unique))].tolist(), np.arange(len(unique)) % int(folds)))
+    fold_of_item = np.array([fold_of_group[g] for g in groups.tolist()], np.int64)
+    splits = []
+    for k in range(int(folds)):
+        test = np.flatnonzero(fold_of_item == k)
+        rest = np.flatnonzero(fold_of_item != k)
+        validation = np.array([], dtype=np.int64)
+        if validation_fraction > 0 and len(np.unique(groups[rest])) >= 2:
+            val_mask = _partition(groups[rest], validation_fraction, np.random.Generator(np.random.PCG64([seed, k])))
+            validation, rest = rest[val_mask], rest[~val_mask]
+        splits.append(Split(train=np.sort(rest).astype(np.int64), validation=np.sort(validation).astype(np.int64),
+                            test=np.sort(test).astype(np.int64)))
+    return splits

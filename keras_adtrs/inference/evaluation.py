@@ -1,9 +1,9 @@
 """Evaluation: the IQA metrics with bootstrap intervals, a scatter plot, scoring a data set.
 
-`evaluate_predictions` gives SRCC, PLCC (raw), PLCC after the 4-parameter
+`keras_adtrs.metrics.evaluate_predictions` gives SRCC, PLCC (raw), PLCC after the 4-parameter
 logistic fit, KRCC and RMSE, each with a seeded percentile bootstrap 95%
 interval over resampled (prediction, label) pairs. `evaluate_model` scores an
-`IQASource`'s images with `keras_adtrs.inference.scoring.score`. `scatter_plot` draws
+`IQASource`'s images with `keras_adtrs.score`. `scatter_plot` draws
 prediction against human score with the fitted logistic curve.
 """
 
@@ -13,60 +13,9 @@ import warnings
 import numpy as np
 
 from keras_adtrs import metrics as iqa_metrics
-from keras_adtrs.inference.scoring import score
-
-#: Metric names in report order, with their display labels.
-METRIC_LABELS = {
-    "srcc": "SRCC",
-    "plcc": "PLCC",
-    "plcc_logistic": "PLCC (logistic)",
-    "krcc": "KRCC",
-    "rmse": "RMSE",
-}
-
-
-def evaluate_predictions(predictions, labels, bootstrap=1000, seed=0, confidence=0.95):
-    """The five IQA metrics with seeded percentile bootstrap intervals.
-
-    Undefined metrics (constant predictions or labels, fewer than 2 items)
-    are NaN, with an `UndefinedMetricWarning`, never an exception.
-
-    Args:
-        predictions: array-like `(N,)` of model scores.
-        labels: array-like `(N,)` of human scores (MOS/DMOS).
-        bootstrap: int. Bootstrap resamples; `0` skips the intervals (they
-            are then NaN). Defaults to `1000`.
-        seed: int. Bootstrap seed; the same seed gives the same intervals.
-            Defaults to `0`.
-        confidence: float. Interval coverage. Defaults to `0.95`.
-
-    Returns:
-        dict with `num_items`, `bootstrap`, `seed`, `confidence`, one entry
-        per metric (`srcc`, `plcc`, `plcc_logistic`, `krcc`, `rmse`), each
-        `{"value": float, "ci_low": float, "ci_high": float}`, and `logistic`,
-        the fitted parameters `[b1, b2, b3, b4]` (None when undefined).
-        NaN values are kept as float NaN (`keras_adtrs.reporting.to_json` turns them into None).
-
-    Example:
-    >>> result = evaluate_predictions([1.0, 2.0, 3.5, 3.0], [10, 25, 40, 30], bootstrap=200)
-    >>> round(result["srcc"]["value"], 3)
-    1.0
-    """
-    p, y = iqa_metrics._pair(predictions, labels)
-    result = {"num_items": int(p.size), "bootstrap": int(bootstrap), "seed": int(seed), "confidence": float(confidence)}
-    for name in METRIC_LABELS:
-        value = iqa_metrics.METRICS[name](p, y)
-        low = high = float("nan")
-        if bootstrap and math.isfinite(value):
-            low, high = iqa_metrics.bootstrap_interval(name, p, y, num_resamples=bootstrap, seed=seed, confidence=confidence)
-        result[name] = {"value": float(value), "ci_low": low, "ci_high": high}
-    result["logistic"] = None
-    if p.size >= 4 and np.ptp(p) > 0 and np.ptp(y) > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result["logistic"] = list(iqa_metrics.fit_logistic(p, y))
-    return result
-
+from keras_adtrs.defaults import BOOTSTRAP_RESAMPLES, SCORE_BATCH_SIZE, TEST_CROPS
+from keras_adtrs.metrics import METRIC_LABELS, evaluate_predictions
+from keras_adtrs.models.scoring import score
 
 def format_metrics_table(result):
     """The metrics of `evaluate_predictions` as an aligned text table."""
@@ -152,17 +101,17 @@ def evaluate_model(
     model,
     source,
     indices=None,
-    crops=9,
+    crops=TEST_CROPS,
     crop_mode="grid",
     seed=0,
-    batch_size=32,
-    bootstrap=1000,
+    batch_size=SCORE_BATCH_SIZE,
+    bootstrap=BOOTSTRAP_RESAMPLES,
     progress=False,
 ):
     """Scores a data set's images and evaluates them against its human scores.
 
     Args:
-        model: an `ADTRSModel` (see `keras_adtrs.inference.scoring.score`).
+        model: an `ADTRSModel` (see `keras_adtrs.score`).
         source: an `IQASource` (`keras_adtrs.data.source.load_source`).
         indices: array of int or None. Indices into `source` to evaluate
             (for instance `split.test`); defaults to every image.

@@ -40,8 +40,10 @@ import os
 import numpy as np
 
 from keras_adtrs.data import crops as numpy_crops
-from keras_adtrs.data.images import default_decoder, load_image
-from keras_adtrs.inference.scoring import model_crop_size
+from keras_adtrs.data.image_crops import upscaled_image
+from keras_adtrs.data.images import load_image
+from keras_adtrs.defaults import SCORE_BATCH_SIZE
+from keras_adtrs.models.scoring import model_crop_size, score_crop_sets
 
 
 @dataclasses.dataclass
@@ -95,36 +97,13 @@ class QualityMap:
         return (sums / np.outer(rows.sum(axis=1), cols.sum(axis=1))).astype(np.float32)
 
 
-def _upscaled(image, crop_size):
-    """float32 pixels after the upscaling rule, with the same ops as `keras_adtrs.score`."""
-    if default_decoder() != "tensorflow":
-        return numpy_crops.upscale(image, crop_size)
-    import tensorflow as tf  # TensorFlow already imported: the ops `score` and the SavedModel use
-
-    from keras_adtrs.data.crops_tensorflow import upscale
-
-    return upscale(tf.convert_to_tensor(image), crop_size).numpy()
-
-
-def _predict(model, crops, batch_size):
-    """Scores of `crops` in forward calls of exactly `batch_size` (the last one padded)."""
-    out = []
-    for start in range(0, len(crops), batch_size):
-        batch = crops[start : start + batch_size]
-        count = len(batch)
-        if count < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - count,) + batch.shape[1:], np.float32)])
-        out.append(np.asarray(model.predict_on_batch(batch), np.float64).reshape(-1)[:count])
-    return np.concatenate(out)
-
-
-def quality_map(model, image, stride=None, batch_size=32):
+def quality_map(model, image, stride=None, batch_size=SCORE_BATCH_SIZE):
     """Scores a dense grid of crops over an image (the module docstring gives the rules).
 
     Args:
         model: an `ADTRSModel`, any Keras model taking `(B, c, c, 3)` crops
             in [0, 255], or a LiteRT/ONNX artifact from
-            `keras_adtrs.inference.runtimes.load_artifact`.
+            `keras_adtrs.serving.runtimes.load_artifact`.
         image: a file path, encoded image bytes or a pixel array (as
             `keras_adtrs.score` takes).
         stride: int or None. The largest distance between neighbouring crops,
@@ -153,12 +132,13 @@ def quality_map(model, image, stride=None, batch_size=32):
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     stride, batch_size = int(stride), int(batch_size)
     name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else type(image).__name__
-    pixels = _upscaled(load_image(image), crop)
+    pixels = upscaled_image(load_image(image), crop)
     height, width = pixels.shape[:2]
     tops = np.asarray(numpy_crops.dense_positions(height - crop, stride), np.int64)
     lefts = np.asarray(numpy_crops.dense_positions(width - crop, stride), np.int64)
     crops = np.stack([pixels[t : t + crop, l : l + crop, :] for t in tops for l in lefts]).astype(np.float32)
-    scores = _predict(model, crops, batch_size).reshape(len(tops), len(lefts)).astype(np.float32)
+    # One crop per set: each crop's own score, from the package's one scoring loop.
+    scores = score_crop_sets(model, crops[:, None], batch_size).reshape(len(tops), len(lefts)).astype(np.float32)
     display = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
     return QualityMap(scores, tops, lefts, crop, stride, display, name)
 

@@ -1,16 +1,21 @@
-"""The ADTRS model: registered layers, backbones, the objective, training steps, folding, conversion.
+"""The ADTRS model: registered layers, the backbone and the task, the objective, training steps, folding, conversion.
 
-Importing this package registers every serializable class (the layers and
-`ADTRSModel`, under the names `"keras_adtrs>ClassName"`), so that
-`keras.saving.load_model` finds them; `load_model` does both.
+Importing this package registers every serializable class (the layers,
+`ADTRSBackbone`, `ADTRSModel` and `PartwiseAdam`, under the names
+`"keras_adtrs>ClassName"`), so that `keras.saving.load_model` finds them;
+`load_model` does both.
 
-Inside the package imports run one way: `adtrs` (the model) imports `layers`,
-`backbones`, `objective` and `weights`; the training steps (`step_tensorflow`,
-`step_jax`) import `objective` only and are imported by the model when it
-trains; `folding` and `conversion` import the model.
+Inside the package imports run one way: `backbone` (the feature extractor)
+imports `layers`, `backbones` and `precision`; `adtrs` (the scoring task)
+imports `backbone`, `objective` and `fine_tuning`; `factory` (`build_adtrs`)
+imports `adtrs` and `weights`; the training steps (`step_tensorflow`,
+`step_jax`) import `objective` only and are imported by the task when it
+trains; `scoring`, `folding`, `pretraining` and `conversion` build on them.
 """
 
-from keras_adtrs.models.adtrs import LOAD_ERRORS, ADTRSModel, build_adtrs, build_adtrs_network, load_model
+from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.backbone import ADTRSBackbone
+from keras_adtrs.models.factory import build_adtrs, with_precision
 from keras_adtrs.models.layers import (
     AttentionDownsample,
     ChannelL2Normalize,
@@ -19,8 +24,10 @@ from keras_adtrs.models.layers import (
     ScoreAffine,
     TopLeftAveragePooling,
 )
+from keras_adtrs.models.saving import LOAD_ERRORS, load_model
 
 __all__ = [
+    "ADTRSBackbone",
     "ADTRSModel",
     "LOAD_ERRORS",
     "AttentionDownsample",
@@ -30,6 +37,6 @@ __all__ = [
     "ScoreAffine",
     "TopLeftAveragePooling",
     "build_adtrs",
-    "build_adtrs_network",
     "load_model",
+    "with_precision",
 ]

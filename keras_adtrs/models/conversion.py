@@ -25,8 +25,8 @@ import os
 import numpy as np
 
 from keras_adtrs.models.adtrs import ADTRSModel
-from keras_adtrs.models.backbones import RESNET50_BLOCKS
-from keras_adtrs.models.weights import backbone_of
+from keras_adtrs.models.backbone import ADTRSBackbone
+from keras_adtrs.models.resnet import RESNET50_BLOCKS
 
 #: Parameters of the authors' model deliberately not converted: BatchNorm step
 #: counters, the fixed L2-pooling filters and bias-index buffer (rebuilt by the
@@ -216,8 +216,8 @@ def _place(plan, state_dict, layer_of):
 def from_torch_state_dict(state_dict, input_normalization="torch", crop_size=224, **model_kwargs):
     """Builds a Keras `ADTRSModel` holding the authors' PyTorch weights.
 
-    The model is `ADTRSModel(backbone="resnet50_v1_5",
-    layer4_pooling="top_left", score_scale=1.0, score_offset=0.0)`: at crop 224
+    The model is an `ADTRSModel` on an `ADTRSBackbone(architecture="resnet50_v1_5")`
+    with `layer4_pooling="top_left", score_scale=1.0, score_offset=0.0`: at crop 224
     it computes what the authors' `Net.forward` computes for `predictionQA`
     (the flipped-input branch their forward also runs only feeds the
     self-consistency loss). Other crop sizes (multiples of 32 up to 224) reuse
@@ -238,9 +238,10 @@ def from_torch_state_dict(state_dict, input_normalization="torch", crop_size=224
             already normalised). Defaults to `"torch"`.
         crop_size: int. Input side, a multiple of 32 from 64 to 224.
             Defaults to `224` (the authors' crop).
-        **model_kwargs: further `ADTRSModel` arguments (e.g.
-            `batchnorm_momentum`, `loss_weights` for fine-tuning).
-            `layer4_pooling` may be overridden; `backbone` may not.
+        **model_kwargs: further arguments of the backbone
+            (`batchnorm_momentum`, `dropout_rate`) or the task (`loss_weights`
+            for fine-tuning, ...). `layer4_pooling` may be overridden;
+            `backbone` may not.
 
     Returns:
         An `ADTRSModel` with every converted tensor in place.
@@ -271,14 +272,12 @@ def from_torch_state_dict(state_dict, input_normalization="torch", crop_size=224
 
     options = {"layer4_pooling": "top_left", "score_scale": 1.0, "score_offset": 0.0}
     options.update(model_kwargs)
-    model = ADTRSModel(
-        crop_size=crop_size,
-        backbone="resnet50_v1_5",
-        input_normalization=input_normalization,
-        **options,
-    )
-    backbone = backbone_of(model)
-    block = model.network.get_layer("attention_downsample")
+    backbone_options = {k: options.pop(k) for k in ("batchnorm_momentum", "dropout_rate", "precision") if k in options}
+    features = ADTRSBackbone(crop_size=crop_size, architecture="resnet50_v1_5",
+                             input_normalization=input_normalization, **backbone_options)
+    model = ADTRSModel(features, **options)
+    backbone = features.stages
+    block = features.attention_block
     _place(plan_backbone, state_dict, backbone.get_layer)
     _place(plan_attention, state_dict, lambda name: block if name is None else getattr(block, name))
     _place(_HEAD_PLAN, state_dict, model.network.get_layer)
@@ -289,7 +288,7 @@ def from_torch_state_dict(state_dict, input_normalization="torch", crop_size=224
 def from_torchvision_resnet50(state_dict, model):
     """Loads a torchvision ResNet50 checkpoint into an ADTRS model's backbone.
 
-    Seeds `ADTRSModel(backbone="resnet50_v1_5")` with ImageNet weights from
+    Seeds an ADTRS model on a `resnet50_v1_5` backbone with ImageNet weights from
     torchvision (e.g. `resnet50-0676ba61.pth` / `resnet50-11ad3fa6.pth`, or
     `torchvision.models.resnet50(weights=...).state_dict()`); the attention
     block and head keep their initialisation. Use `input_normalization="torch"`
@@ -300,7 +299,7 @@ def from_torchvision_resnet50(state_dict, model):
             `layer1.0.bn1.running_mean`, ...) to numpy arrays or torch
             tensors. A `module.` or `model.` prefix on every key is dropped;
             `fc.*` and `num_batches_tracked` are ignored.
-        model: an `ADTRSModel` built with `backbone="resnet50_v1_5"`.
+        model: an `ADTRSModel` whose backbone's architecture is `resnet50_v1_5`.
 
     Returns:
         The model (its backbone updated in place).
@@ -311,13 +310,13 @@ def from_torchvision_resnet50(state_dict, model):
             `resnet50_v1_5`.
 
     Example:
-    >>> model = ADTRSModel(crop_size=224, backbone="resnet50_v1_5")
+    >>> model = keras_adtrs.build_adtrs(crop_size=224, backbone="resnet50_v1_5", backbone_weights=None)
     >>> from_torchvision_resnet50(torch.load("resnet50.pth"), model)  # doctest: +SKIP
     """
-    if getattr(model, "backbone", None) != "resnet50_v1_5":
+    if getattr(model, "architecture", None) != "resnet50_v1_5":
         raise ValueError(
             "torchvision ResNet50 weights fit backbone='resnet50_v1_5' only, "
-            f"not {getattr(model, 'backbone', None)!r}"
+            f"not {getattr(model, 'architecture', None)!r}"
         )
     state_dict = _strip_module_prefix(state_dict)
     keys = list(state_dict)
@@ -330,7 +329,7 @@ def from_torchvision_resnet50(state_dict, model):
         lambda k: k.endswith("num_batches_tracked") or k.startswith("fc."),
         "torchvision's ResNet50",
     )
-    _place(plan, state_dict, backbone_of(model).get_layer)
+    _place(plan, state_dict, model.backbone.stages.get_layer)
     model.backbone_weights_info = {
         "requested": "torchvision state dict",
         "source": "converted torchvision ResNet50 weights",

@@ -35,7 +35,8 @@ import os
 
 import keras
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from keras_adtrs.defaults import PRECISIONS
+from keras_adtrs.errors import SettingError
 #: /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic.
 CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: GPUs from this compute capability on (NVIDIA Ampere) have bfloat16 units.
@@ -46,14 +47,17 @@ GPU_BFLOAT16_CAPABILITY = (8, 0)
 FORCE_VARIABLE = "KERAS_ADTRS_FORCE_PRECISION"
 
 
-class UnsupportedPrecisionError(RuntimeError):
-    """The precision asked for needs a device this machine does not have."""
+class UnsupportedPrecisionError(SettingError):
+    """The precision asked for needs a device this machine does not have (setting `precision`)."""
+
+    def __init__(self, message):
+        super().__init__("precision", message)
 
 
 def validate_precision(name):
     """Returns `name` when it is one of `PRECISIONS`; raises ValueError naming it otherwise."""
     if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+        raise SettingError("precision", f"must be one of {', '.join(PRECISIONS)}, got {name!r}")
     return name
 
 
@@ -167,8 +171,7 @@ def check_precision(name):
     ok, device = precision_support(name)
     if not ok and os.environ.get(FORCE_VARIABLE, "") in ("", "0"):
         raise UnsupportedPrecisionError(
-            f"precision {name!r} needs {NEEDS[name]}; this machine has: {device}. "
-            "Use --precision float32 (precision='float32')"
+            f"{name!r} needs {NEEDS[name]}; this machine has: {device}. Use float32"
         )
     return name
 

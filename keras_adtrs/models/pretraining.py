@@ -1,7 +1,8 @@
 """Quality-aware pre-training of the ADTRS network without human scores (`keras.ops`: any backend).
 
-`PretrainingModel` wraps an `ADTRSModel` and adds a small classifier on the
-pooled attention-block and layer-4 features. It trains on the batches of
+`PretrainingModel` takes an `ADTRSBackbone`, puts the ADTRS scoring task on
+it (`.adtrs`, whose score the ranking terms order) and adds a small
+classifier on the pooled attention-block and layer-4 features. It trains on the batches of
 `keras_adtrs.data.pretraining.DistortionBatches` (groups of one crop,
 pristine and at graded levels of one distortion) with any mix of:
 
@@ -15,15 +16,17 @@ pristine and at graded levels of one distortion) with any mix of:
   to about unit spread (weak labels as in DeepFL-IQA / KADIS).
 
 The objective string joins terms with `+` (`"ranking+classification"`).
-Only the ADTRS network (backbone and attention block) is what later
+Only the backbone (the ResNet stages and the attention block) is what later
 training keeps: `python -m keras_adtrs.train --init-from` loads the backbone
-and block, and fits the head and the score scale to the new labels.
+(`keras_adtrs.models.weights.copy_backbone`), and fits the head and the
+score scale to the new labels.
 """
 
 import keras
 from keras import ops
 
 from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.backbone import ADTRSBackbone
 
 OBJECTIVE_TERMS = ("ranking", "classification", "fr")
 #: `fr` regresses `(colour SSIM - FR_CENTER) / FR_SCALE`.
@@ -61,9 +64,9 @@ class PretrainingModel(keras.Model):
     "class", "fr"})` whose crops come in groups of `group_size`.
 
     Args:
-        adtrs_config: dict. `ADTRSModel` arguments (`crop_size`, ...;
-            `precision` sets the network's compute precision: the score, the
-            classifier and every loss term stay float32).
+        backbone: an `ADTRSBackbone` (its `precision` is the network's
+            compute precision: the score, the classifier and every loss term
+            stay float32).
         num_classes: int. Classes of the type/level objective.
         group_size: int. Crops per group in a batch.
         objective: str. Terms joined by `+`. Defaults to
@@ -71,16 +74,17 @@ class PretrainingModel(keras.Model):
         ranking_margin: float. Margin per level of difference. Defaults to `0.1`.
     """
 
-    def __init__(self, adtrs_config, num_classes, group_size, objective="ranking+classification",
+    def __init__(self, backbone, num_classes, group_size, objective="ranking+classification",
                  ranking_margin=0.1, **kwargs):
         super().__init__(**kwargs)
-        self.adtrs_config = dict(adtrs_config)
+        if not isinstance(backbone, ADTRSBackbone):
+            raise TypeError(f"backbone must be an ADTRSBackbone, got {type(backbone).__name__}")
         self.num_classes = int(num_classes)
         self.group_size = int(group_size)
         self.objective = "+".join(parse_objective(objective))
         self.ranking_margin = float(ranking_margin)
         self.terms = parse_objective(objective)
-        self.adtrs = ADTRSModel(**self.adtrs_config)
+        self.adtrs = ADTRSModel(backbone)
         self.classifier = keras.layers.Dense(self.num_classes, name="distortion_classifier", dtype="float32")
         self.classifier.build((None, 3840 + 2048))
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in self.terms}
@@ -125,11 +129,16 @@ class PretrainingModel(keras.Model):
             use_fused_batchnorm(self.adtrs.network)
         return super().train_step(*args)
 
+    @property
+    def backbone(self):
+        """The `ADTRSBackbone` being pre-trained."""
+        return self.adtrs.backbone
+
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "adtrs_config": dict(self.adtrs_config),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "group_size": self.group_size,
             "objective": self.objective,
@@ -138,4 +147,6 @@ class PretrainingModel(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        return cls(backbone=backbone, **config)

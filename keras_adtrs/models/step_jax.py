@@ -93,26 +93,44 @@ def _update_trackers_stateless(model, metrics_variables, terms, batch_size):
     return logs, new_values
 
 
+def _trained_indices(model):
+    """Positions of the variables this step differentiates: the head's alone in the linear-probe stage."""
+    if not model.head_only:
+        return list(range(len(model.trainable_variables)))
+    head = {id(v) for v in model.head_variables()}
+    return [i for i, v in enumerate(model.trainable_variables) if id(v) in head]
+
+
 def train_step(model, state, data):
     trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables = state
     images, labels = unpack_batch(data)
     optimizer = model.optimizer
+    trained = _trained_indices(model)
+    # In the linear-probe stage the network runs in inference mode (compute_objective's rule)
+    # and only the head's variables are differentiated; the others get a zero gradient.
+    training = not model.head_only
 
-    def loss_fn(trainable):
+    def loss_fn(values):
+        trainable = list(trainable_variables)
+        for i, value in zip(trained, values):
+            trainable[i] = value
         terms, new_non_trainable = stateless_objective(
-            model, trainable, non_trainable_variables, images, labels, training=True
+            model, trainable, non_trainable_variables, images, labels, training=training
         )
         loss = terms["total"]
         if model.l2_weight_decay:
-            loss = loss + l2_penalty(trainable, model.l2_weight_decay)
+            loss = loss + l2_penalty(values, model.l2_weight_decay)
         # Loss scaling (mixed precision): the scale is an optimizer variable.
         with keras.StatelessScope(state_mapping=list(zip(optimizer.variables, optimizer_variables))):
             scaled = optimizer.scale_loss(loss)
         return scaled, (terms, new_non_trainable)
 
-    (_, (terms, non_trainable_variables)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        trainable_variables
+    (_, (terms, non_trainable_variables)), trained_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        [trainable_variables[i] for i in trained]
     )
+    grads = [jax.numpy.zeros_like(v) for v in trainable_variables]
+    for i, grad in zip(trained, trained_grads):
+        grads[i] = grad
     trainable_variables, optimizer_variables = optimizer.stateless_apply(
         optimizer_variables, grads, trainable_variables
     )

@@ -16,9 +16,14 @@ from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
 from keras_adtrs.models.objective import unpack_batch, update_trackers
 
 
-def l2_penalty(model):
+def trained_variables(model):
+    """The variables this step trains: the head's alone in the linear-probe stage, else every trainable one."""
+    return model.head_variables() if model.head_only else model.trainable_variables
+
+
+def l2_penalty(model, variables):
     """`0.5 * l2_weight_decay * sum(w**2)`: its gradient is the coupled decay `wd * w`."""
-    squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in model.trainable_variables]
+    squares = [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables]
     return 0.5 * model.l2_weight_decay * tf.add_n(squares)
 
 
@@ -35,12 +40,12 @@ def compute_gradients(model, images, labels):
         # TensorFlow's fused BatchNorm kernel (idempotent; traced once per step function).
         use_fused_batchnorm(model.network)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    variables = model.trainable_variables
+    variables = trained_variables(model)
     with tf.GradientTape() as tape:
         terms = model.compute_objective(images, labels, training=True)
         loss = terms["total"]
         if model.l2_weight_decay:
-            loss = loss + l2_penalty(model)
+            loss = loss + l2_penalty(model, variables)
         scaled = model.optimizer.scale_loss(loss / replicas)
     return terms, tape.gradient(scaled, variables)
 
@@ -53,7 +58,8 @@ def _xla_gradients(model):
     are not yet implemented for CPU devices when compiling with XLA"), so
     `--jit-compile` compiles the forward and backward passes and leaves the
     optimizer's all-reduce and update outside XLA. The objective's weights
-    (`loss_weight_overrides`) are a Python-valued argument: a change retraces.
+    (`loss_weight_overrides`) and the linear-probe stage are a Python-valued
+    argument: a change retraces.
     """
     function = getattr(model, "_xla_gradient_function", None)
     if function is None:
@@ -70,17 +76,18 @@ def _xla_gradients(model):
 def apply_step(model, data):
     """One optimisation step on this replica's batch: `(terms, batch_size)`.
 
-    `compute_gradients`, then `optimizer.apply` (which all-reduces the
+    `compute_gradients` of the trained variables (the head's alone in the
+    linear-probe stage: `model.head_only`), then `optimizer.apply` (which all-reduces the
     gradients across replicas; with a `LossScaleOptimizer` it unscales them
     and skips non-finite steps).
     """
     images, labels = unpack_batch(data)
     if getattr(model, "xla_gradients", False):
-        key = tuple(sorted(model.loss_weight_overrides.items()))
+        key = (tuple(sorted(model.loss_weight_overrides.items())), bool(model.head_only))
         terms, gradients = _xla_gradients(model)(images, labels, key)
     else:
         terms, gradients = compute_gradients(model, images, labels)
-    model.optimizer.apply(gradients, model.trainable_variables)
+    model.optimizer.apply(gradients, trained_variables(model))
     return terms, tf.shape(labels)[0]
 
 

@@ -1,4 +1,10 @@
-"""Backbone weights: ImageNet (bounded download), a local file, or none.
+"""Backbone weights: ImageNet (bounded download), a local file, none, or another ADTRS backbone.
+
+- `load_backbone_weights(backbone, weights)`: ImageNet, a local weights file
+  or random initialisation, into the ResNet stages of an `ADTRSBackbone`;
+- `load_backbone(path)`: the `ADTRSBackbone` saved in a `.keras` file,
+  alone or inside any ADTRS model; `copy_backbone(path, backbone)` copies its
+  weights into another backbone (what `init_from` does).
 
 The download is attempted in a daemon thread with a deadline, so an
 unreachable network can never hang a run; on failure one loud warning is
@@ -10,8 +16,12 @@ in the returned info dict (train writes it to config.json and metrics.json).
 import os
 import threading
 import warnings
+import zipfile
 
 import keras
+
+from keras_adtrs.errors import SettingError
+from keras_adtrs.models.backbone import ADTRSBackbone
 
 IMAGENET_NOTOP = {
     "resnet50": (
@@ -52,19 +62,11 @@ def _download(fname, origin, file_hash, timeout):
     return result["path"]
 
 
-def backbone_of(model):
-    """The backbone sub-model of an `ADTRSModel`."""
-    for layer in model.network.layers:
-        if layer.name.startswith("resnet50"):
-            return layer
-    raise ValueError("this model has no resnet50 backbone layer")
-
-
-def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
-    """Loads `weights` into the backbone of `model`; returns what happened.
+def load_backbone_weights(backbone, weights, timeout=DOWNLOAD_TIMEOUT_S):
+    """Loads `weights` into the ResNet stages of an `ADTRSBackbone`; returns what happened.
 
     Args:
-        model: an `ADTRSModel`.
+        backbone: an `ADTRSBackbone` (an `ADTRSModel`'s `backbone`).
         weights: `"imagenet"`, a path to a weights file (`.h5` in the
             keras.applications "notop" layout, or `.weights.h5`), or
             `None`/`"none"` for random initialisation.
@@ -73,25 +75,28 @@ def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
     Returns:
         dict: `requested`, `source` (what the backbone holds now) and, when the
         request failed, `error`.
+
+    Raises:
+        SettingError: no ImageNet download for this architecture, or no such
+            weights file.
     """
     if weights is None or str(weights).lower() == "none":
         return {"requested": None, "source": "random initialisation"}
-    backbone = backbone_of(model)
+    stages = backbone.stages
     if weights == "imagenet":
-        if model.backbone not in IMAGENET_NOTOP:
-            raise ValueError(
-                f"no ImageNet weights download for backbone {model.backbone!r}; "
-                "convert torchvision weights with keras_adtrs.convert instead"
+        if backbone.architecture not in IMAGENET_NOTOP:
+            raise SettingError(
+                "backbone_weights", f"imagenet: no ImageNet weights download for the {backbone.architecture!r} "
+                "backbone; convert torchvision weights with keras_adtrs.convert instead"
             )
-        fname, origin, file_hash = IMAGENET_NOTOP[model.backbone]
+        fname, origin, file_hash = IMAGENET_NOTOP[backbone.architecture]
         try:
             path = _download(fname, origin, file_hash, timeout)
         except Exception as exc:  # keras.utils.get_file raises bare Exception on HTTP/URL errors
             message = (
-                f"could not download ImageNet weights for the {model.backbone} backbone "
+                f"could not download ImageNet weights for the {backbone.architecture} backbone "
                 f"({type(exc).__name__}: {exc}). THE BACKBONE STARTS FROM RANDOM WEIGHTS. "
-                "Pass --backbone-weights PATH with a local copy of "
-                f"{fname} to use pretrained weights."
+                f"Pass a local copy of {fname} as the backbone weights to use pretrained weights."
             )
             warnings.warn(message, BackboneWeightsWarning, stacklevel=2)
             return {
@@ -99,98 +104,107 @@ def load_backbone_weights(model, weights, timeout=DOWNLOAD_TIMEOUT_S):
                 "source": "random initialisation (ImageNet download failed)",
                 "error": f"{type(exc).__name__}: {exc}",
             }
-        backbone.load_weights(path)
+        stages.load_weights(path)
         return {"requested": "imagenet", "source": f"imagenet ({path})"}
     path = os.fspath(weights)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file not found: {path}")
-    backbone.load_weights(path)
+        raise SettingError("backbone_weights", f"{path}: no such file")
+    stages.load_weights(path)
     return {"requested": path, "source": f"file {os.path.abspath(path)}"}
 
 
-#: Layer of the ADTRS network that `init_from` copies besides the backbone.
-ATTENTION_BLOCK = "attention_downsample"
-#: Block settings that must agree for its weights to fit.
-_BLOCK_SETTINGS = ("num_heads", "key_dim", "attn_ratio")
+#: Settings of two backbones that must agree for the weights of one to fit the other.
+_MATCHING_SETTINGS = ("architecture", "input_normalization", "num_heads", "key_dim", "attn_ratio")
 
 
-def _adtrs_of(loaded, path):
-    """The `ADTRSModel` inside what `keras.saving.load_model` returned."""
-    for candidate in (loaded, getattr(loaded, "adtrs", None)):
-        if candidate is not None and hasattr(candidate, "network") and hasattr(candidate, "backbone"):
+def backbone_in(loaded, path="model"):
+    """The `ADTRSBackbone` of what `keras.saving.load_model` returned.
+
+    Args:
+        loaded: an `ADTRSBackbone`, an `ADTRSModel` (its `backbone`) or a
+            model holding one (`PretrainingModel`: `.adtrs`).
+        path: str. Named in the error.
+
+    Raises:
+        SettingError: it holds no ADTRS backbone.
+    """
+    for candidate in (loaded, getattr(loaded, "backbone", None), getattr(getattr(loaded, "adtrs", None), "backbone", None)):
+        if isinstance(candidate, ADTRSBackbone):
             return candidate
-    raise ValueError(
-        f"--init-from {path}: holds a {type(loaded).__name__}, not an ADTRS model "
-        "(a model.keras written by keras_adtrs.train or keras_adtrs.pretrain)"
+    raise SettingError(
+        "init_from", f"{path}: holds a {type(loaded).__name__}, not an ADTRS backbone "
+        "(a model.keras written by keras_adtrs.train or keras_adtrs.pretrain, or a saved ADTRSBackbone)"
     )
 
 
-def _read_saved_model(path):
-    """Loads the `.keras` file at `path`; every failure becomes one clear error naming it."""
-    import zipfile
+def load_backbone(path):
+    """The `ADTRSBackbone` saved in a `.keras` file (alone, or inside any ADTRS model).
 
+    Raises:
+        SettingError: no such file, not a `.keras` file, not loadable, or it
+            holds no ADTRS backbone; the message names the file (setting
+            `init_from`).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--init-from {path}: no such file")
+        raise SettingError("init_from", f"{path}: no such file")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"--init-from {path}: not a .keras file (not a zip archive)")
+        raise SettingError("init_from", f"{path}: not a .keras file (not a zip archive)")
     try:
-        return keras.saving.load_model(path, compile=False)
+        loaded = keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"--init-from {path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})") from None
+        raise SettingError("init_from", f"{path}: cannot be loaded as a Keras model ({type(exc).__name__}: {exc})") from None
+    return backbone_in(loaded, path)
 
 
-def init_from(model, path):
-    """Copies the backbone and attention-block weights of a saved ADTRS model into `model`.
+def copy_backbone(path, backbone):
+    """Copies the weights of the ADTRS backbone saved in `path` into `backbone` (the `init_from` rule).
 
-    What is copied: every weight of the backbone (exactly) and of the
-    attention down-sampling block. What is not: the head (`head_dense`,
-    `score_dense`) and the score scale (`ScoreAffine`), which the new labels
-    decide. When the crop sizes differ, the block's relative-position bias
-    table (its shape depends on the crop) keeps its initialisation; the
-    returned dict says so.
+    What is copied: every weight of the ResNet stages (exactly) and of the
+    attention down-sampling block. When the crop sizes differ, the block's
+    relative-position bias table (its shape depends on the crop) keeps its
+    initialisation; the returned dict says so. Nothing of a head is read:
+    the head and the score scale of the model being built come from its own
+    labels.
 
     Args:
-        model: the `ADTRSModel` to initialise.
-        path: str. A `.keras` file saved from an `ADTRSModel` (`train`,
-            `pretrain`), or from a model holding one as `.adtrs`.
+        path: str. A `.keras` file holding an ADTRS backbone (`load_backbone`).
+        backbone: the `ADTRSBackbone` to initialise.
 
     Returns:
         dict: `path`, `backbone` and `attention_block` (what was copied),
         `crop_size` of the source.
 
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: not a loadable `.keras` file, not an ADTRS model, or
-            incompatible (another backbone, input normalisation or block
-            shape); the message names the file and the difference.
+        SettingError: see `load_backbone`; or the backbones are incompatible
+            (another architecture, input normalisation or block shape): the
+            message names the file and the difference.
     """
-    source = _adtrs_of(_read_saved_model(path), path)
-    differences = []
-    for name in ("backbone", "input_normalization") + _BLOCK_SETTINGS:
-        if getattr(source, name) != getattr(model, name):
-            differences.append(f"{name} {getattr(source, name)!r} there, {getattr(model, name)!r} here")
+    source = load_backbone(path)
+    differences = [
+        f"{name} {getattr(source, name)!r} there, {getattr(backbone, name)!r} here"
+        for name in _MATCHING_SETTINGS
+        if getattr(source, name) != getattr(backbone, name)
+    ]
     if differences:
-        raise ValueError(f"--init-from {path}: incompatible model ({'; '.join(differences)})")
-    backbone_of(model).set_weights(backbone_of(source).get_weights())
-    source_block = source.network.get_layer(ATTENTION_BLOCK)
-    target_block = model.network.get_layer(ATTENTION_BLOCK)
+        raise SettingError("init_from", f"{path}: incompatible backbone ({'; '.join(differences)})")
+    backbone.stages.set_weights(source.stages.get_weights())
     kept = []
-    for theirs, ours in zip(source_block.weights, target_block.weights):
+    for theirs, ours in zip(source.attention_block.weights, backbone.attention_block.weights):
         if theirs.path.split("/")[-1] != ours.path.split("/")[-1]:
-            raise ValueError(f"--init-from {path}: attention block weights do not line up ({theirs.path} vs {ours.path})")
+            raise SettingError("init_from", f"{path}: attention block weights do not line up ({theirs.path} vs {ours.path})")
         if tuple(theirs.shape) == tuple(ours.shape):
             ours.assign(theirs.value)
         else:
             kept.append(ours.path.split("/")[-1])
     block = "copied" if not kept else (
-        f"copied except {', '.join(kept)} (crop {source.crop_size} there, {model.crop_size} here: "
+        f"copied except {', '.join(kept)} (crop {source.crop_size} there, {backbone.crop_size} here: "
         "kept its initialisation)"
     )
     return {
         "path": os.path.abspath(os.fspath(path)),
         "crop_size": int(source.crop_size),
-        "backbone": f"copied ({len(backbone_of(model).weights)} arrays)",
+        "backbone": f"copied ({len(backbone.stages.weights)} arrays)",
         "attention_block": block,
         "head": "new: fitted to the new labels",
     }

@@ -24,7 +24,8 @@ import hashlib
 import os
 import uuid
 
-from keras_adtrs.inference.runtimes import ARTIFACT_INPUT, ARTIFACT_OUTPUT, EXTENSIONS, metadata_path
+from keras_adtrs.errors import SettingError
+from keras_adtrs.serving.signatures import ARTIFACT_INPUT, ARTIFACT_OUTPUT, EXTENSIONS, metadata_path
 from keras_adtrs.reporting import write_json
 from keras_adtrs.version import __version__
 
@@ -53,7 +54,7 @@ FALLBACK_RANGE_STDS = 5.0
 
 
 def check_combination(fmt, quantize=None):
-    """Raises ValueError naming the combination unless `fmt` supports `quantize`.
+    """Raises `SettingError` naming the combination unless `fmt` supports `quantize`.
 
     Args:
         fmt: str. One of `FORMATS`.
@@ -62,37 +63,35 @@ def check_combination(fmt, quantize=None):
     Example:
     >>> check_combination("onnx", "int8")
     Traceback (most recent call last):
-    ValueError: --format onnx --quantize int8 is not supported: ...
+    keras_adtrs.errors.SettingError: quantize int8 is not supported by format onnx: ...
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise SettingError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantisation {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        raise SettingError("quantize", f"must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if quantize not in SUPPORTED[fmt]:
         others = [q for q in SUPPORTED[fmt] if q is not None]
-        supported = (
-            f"{fmt} supports --quantize {' or '.join(others)}" if others else f"{fmt} is exported in float32 only"
-        )
+        supported = f"{fmt} takes quantize {' or '.join(others)}" if others else f"{fmt} is exported in float32 only"
         with_it = [f for f, allowed in SUPPORTED.items() if quantize in allowed]
-        raise ValueError(
-            f"--format {fmt} --quantize {quantize} is not supported: {supported}; "
-            f"--quantize {quantize} needs --format {' or '.join(with_it)}"
+        raise SettingError(
+            "quantize", f"{quantize} is not supported by format {fmt}: {supported}; quantize {quantize} needs "
+            f"format {' or '.join(with_it)}"
         )
 
 
 def check_float32(model, fmt):
-    """Raises ValueError unless `model` computes in float32 (what the LiteRT and ONNX exports take).
+    """Raises `SettingError` unless `model` computes in float32 (what the LiteRT and ONNX exports take).
 
     A mixed-precision model (`mixed_bfloat16`, `mixed_float16`) would put its
     compute type's casts into the artifact; export a float32 copy, and
-    quantise with `--quantize` instead.
+    quantise instead.
     """
     policy = getattr(getattr(model, "dtype_policy", None), "name", "float32")
     if policy != "float32":
-        raise ValueError(
-            f"--format {fmt} exports float32 models; this one computes in {policy}: export a float32 copy "
-            "of it, same weights (--precision float32; keras_adtrs.models.adtrs.with_precision(model, 'float32')), "
-            "and use --quantize float16|int8 for a smaller LiteRT file"
+        raise SettingError(
+            "precision", f"{policy}: format {fmt} exports float32 models; export a float32 copy of this model, "
+            "same weights (precision float32; keras_adtrs.models.with_precision(model, 'float32')), and quantise "
+            "to float16 or int8 for a smaller LiteRT file"
         )
 
 
@@ -271,7 +270,7 @@ def write_artifact(path, write, metadata, overwrite=False):
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     base, extension = os.path.splitext(os.path.basename(path))

@@ -184,6 +184,12 @@ def _build_module(model, num_crops, max_pixels):
 
     module = tf.Module()
     module.model = model  # tracks every variable of the Keras model
+    # Not a signature (TF Serving takes images): one score per crop, for batch scoring that batches
+    # the crops of many images itself (keras_adtrs.serving.scoring_beam).
+    module.score_crop_batch = tf.function(
+        lambda crops: tf.cast(model(crops, training=False), tf.float32),
+        input_signature=[tf.TensorSpec([None, crop, crop, 3], tf.float32, name="crops")],
+    )
     module.serving_default = tf.function(
         from_bytes, input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]
     )
@@ -343,7 +349,7 @@ def export_model(
     if os.path.exists(final_dir) and not overwrite:
         raise FileExistsError(
             f"version {version} of model {name!r} already exists at {final_dir}; "
-            "pass overwrite=True (--overwrite) to replace it, or choose another version"
+            "pass overwrite=True to replace it, or choose another version"
         )
 
     if warmup_images is None:

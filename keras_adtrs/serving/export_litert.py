@@ -2,7 +2,7 @@
 
 The artifact takes crops and returns one score per crop; images are turned
 into crops by the caller with the shared rule (`keras_adtrs.data.crops`), as
-`keras_adtrs.inference.runtimes.LiteRTModel` does:
+`keras_adtrs.serving.runtimes.LiteRTModel` does:
 
 - signature `serving_default`: input `crops` float32 `(B, crop, crop, 3)`,
   NHWC RGB in [0, 255]; output `score` float32 `(B,)`; `B` is free (the
@@ -24,7 +24,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from keras_adtrs.inference.runtimes import ARTIFACT_INPUT, ARTIFACT_OUTPUT, LITERT_SIGNATURE
+from keras_adtrs.serving.signatures import ARTIFACT_INPUT, ARTIFACT_OUTPUT, LITERT_SIGNATURE
 from keras_adtrs.models.folding import folded_for_inference
 from keras_adtrs.serving.artifacts import artifact_metadata, check_combination, check_float32, write_artifact
 

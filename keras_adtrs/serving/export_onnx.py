@@ -29,7 +29,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_adtrs.inference.runtimes import ARTIFACT_INPUT, ARTIFACT_OUTPUT
+from keras_adtrs.serving.signatures import ARTIFACT_INPUT, ARTIFACT_OUTPUT
 from keras_adtrs.models.folding import folded_for_inference
 from keras_adtrs.serving.artifacts import (
     ONNX_OPSET,

@@ -1,4 +1,4 @@
-"""Callbacks: per-epoch validation SRCC/PLCC on whole images (crop-grid averages), the objective warm-up."""
+"""Callbacks: per-epoch SRCC/PLCC of a part of the data on whole images (crop-grid averages), the objective warm-up."""
 
 import warnings
 
@@ -6,65 +6,65 @@ import keras
 import numpy as np
 
 from keras_adtrs import metrics as iqa_metrics
+from keras_adtrs.data.image_crops import image_crops
 from keras_adtrs.data.images import load_image
-from keras_adtrs.inference.scoring import image_crops
+from keras_adtrs.defaults import SCORE_BATCH_SIZE, TEST_CROPS
+from keras_adtrs.models.scoring import score_crop_sets
 
 
 class ValidationMetrics(keras.callbacks.Callback):
-    """Scores the validation images at each epoch end and logs `val_srcc`, `val_plcc`.
+    """Scores a part of the data set (the validation part by default) at each epoch end and logs `<prefix>_srcc`, `<prefix>_plcc`.
 
     Images are scored like `keras_adtrs.score` (deterministic crop grid,
-    mean per image). Put it before callbacks that read these logs
+    mean per image, the package's one scoring loop), their crops decoded and
+    cut once. Put it before callbacks that read these logs
     (`ModelCheckpoint(monitor="val_srcc")`, `CSVLogger`). An undefined
     correlation (constant predictions, early in training) is logged as `-1`,
-    so that "best so far" comparisons keep working.
+    so that "best so far" comparisons keep working. `predictions` keeps each
+    epoch's scores (`{epoch: array}`).
 
     Args:
         images: list of images (arrays, bytes or paths).
         scores: array of their human scores.
-        crops: int. Crops per image. Defaults to `9`.
-        batch_size: int. Defaults to `64`.
+        crops: int. Crops per image. Defaults to `keras_adtrs.defaults.TEST_CROPS`.
+        batch_size: int. Crops per forward call. Defaults to
+            `keras_adtrs.defaults.SCORE_BATCH_SIZE`.
         direct_call: bool. Score by calling the model (`model(x, training=False)`)
             instead of `predict_on_batch`, as the multi-worker loop needs.
             Defaults to `False`.
+        prefix: str. Log name prefix. Defaults to `"val"` (the validation part).
     """
 
-    def __init__(self, images, scores, crops=9, batch_size=64, direct_call=False):
+    def __init__(self, images, scores, crops=TEST_CROPS, batch_size=SCORE_BATCH_SIZE, direct_call=False, prefix="val"):
         super().__init__()
         self.images = images
         self.scores = np.asarray(scores, np.float32)
         self.crops = crops
         self.batch_size = batch_size
-        self._crops_cache = None
         self.direct_call = direct_call
-
-    def _predict(self, batch):
-        if self.direct_call:
-            return self.model(batch, training=False)
-        return self.model.predict_on_batch(batch)
+        self.prefix = prefix
+        self.predictions = {}
+        self._crops_cache = None
 
     def _all_crops(self):
         if self._crops_cache is None:
-            self._crops_cache = np.stack(
-                [image_crops(load_image(im, i), self.model.crop_size, self.crops) for i, im in enumerate(self.images)]
-            )
+            self._crops_cache = [
+                image_crops(load_image(im, i), self.model.crop_size, self.crops) for i, im in enumerate(self.images)
+            ]
         return self._crops_cache
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or len(self.images) == 0:
             return
-        crops = self._all_crops()
-        flat = crops.reshape((-1,) + crops.shape[2:])
-        out = np.concatenate(
-            [np.asarray(self._predict(flat[i : i + self.batch_size])).reshape(-1) for i in range(0, len(flat), self.batch_size)]
-        )
-        predictions = out.reshape(len(self.images), self.crops).astype(np.float64).mean(axis=1)
+        predict = (lambda batch: self.model(batch, training=False)) if self.direct_call else None
+        predictions = score_crop_sets(self.model, self._all_crops(), self.batch_size, predict)
+        self.predictions[int(epoch)] = predictions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", iqa_metrics.UndefinedMetricWarning)
             srcc = iqa_metrics.srcc(predictions, self.scores)
             plcc = iqa_metrics.plcc(predictions, self.scores)
-        logs["val_srcc"] = -1.0 if np.isnan(srcc) else srcc
-        logs["val_plcc"] = -1.0 if np.isnan(plcc) else plcc
+        logs[f"{self.prefix}_srcc"] = -1.0 if np.isnan(srcc) else srcc
+        logs[f"{self.prefix}_plcc"] = -1.0 if np.isnan(plcc) else plcc
 
 
 class ObjectiveWarmup(keras.callbacks.Callback):

@@ -15,15 +15,25 @@ Example:
 
 import argparse
 import dataclasses
+import json
+import os
 from typing import Optional
 
+from keras_adtrs.defaults import (
+    BACKENDS,
+    DATASETS,
+    OPTIONS,
+    PRECISIONS,
+    SCORE_BATCH_SIZE,
+    STRATEGIES,
+    TEST_CROPS,
+)
+from keras_adtrs.errors import SettingError
 from keras_adtrs.training import run_dir
 
 #: Key of `by_dataset` that holds the default for every other data set.
 OTHER_SETS = "*"
 GROUPS = ("data", "training", "model", "output")
-#: `keras_adtrs.models.precision.PRECISIONS` (not imported: this module is read before the Keras backend is chosen).
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _none_or_str(value):
@@ -53,6 +63,45 @@ def _setting(default, help, group, *, by_dataset=None, flags=None, cli=True, ali
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# Rows that both tables hold: each written once here.
+def _lr_schedule():
+    return _setting("cosine", "learning-rate schedule", "training", choices=("cosine", "constant"))
+
+
+def _backend():
+    return _setting(None, OPTIONS["backend"]["help"], "training", choices=BACKENDS)
+
+
+def _precision(extra=""):
+    return _setting(
+        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
+        "or mixed_float16 (GPUs; with loss scaling); the score head" + extra + " and the loss(es) stay float32",
+        "training", choices=PRECISIONS, aliases={"--mixed-precision": "mixed_float16"})
+
+
+def _checkpoint_every_steps():
+    return _setting(None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training",
+                    type=int)
+
+
+def _architecture():
+    return _setting("resnet50", "backbone architecture", "model", choices=("resnet50", "resnet50_v1_5"))
+
+
+def _batchnorm_momentum():
+    return _setting(0.9, "moving-statistics momentum of every BatchNorm", "model", cli=False)
+
+
+def _keep_checkpoint():
+    return _setting(False, "keep the resume checkpoint (OUTPUT_DIR/checkpoint/) after the run ends (default: removed)",
+                    "output")
+
+
+def _verbose():
+    return _setting(1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const",
+                    const=0)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every setting of a training run (written to config.json).
@@ -62,9 +111,8 @@ class TrainConfig:
     """
 
     # ------------------------------------------------------------------ data
-    dataset: str = _setting(
-        "default", "data set name: default, live_iqa, csiq, tid2013, kadid10k, live_challenge, koniq10k or csv",
-        "data")
+    dataset: str = _setting("default", f"data set name: {', '.join(DATASETS)}, or one added with register_source",
+                            "data")
     data_dir: Optional[str] = _setting(None, "where data sets are prepared and cached", "data")
     manual_dir: Optional[str] = _setting(
         None, "folder holding a data set's release files (or the image root of --dataset csv)", "data")
@@ -75,6 +123,12 @@ class TrainConfig:
         "epoch)", "data", type=float)
     splits: int = _setting(
         1, "repeat on N seeded splits (seeds seed..seed+N-1) and report the median", "data", type=int)
+    folds: int = _setting(
+        1, "K-fold cross-validation grouped by reference image: every image tested once, the out-of-fold "
+        "predictions pooled (one SRCC/PLCC with bootstrap intervals, per fold and per epoch)", "data", type=int)
+    final_model: bool = _setting(
+        True, "with --folds: skip the final model trained on every image for the epoch count the folds chose",
+        "data")
     validation_fraction: float = _setting(
         0.1, "share of training groups used to select the epoch", "data", type=float)
     # -------------------------------------------------------------- training
@@ -84,17 +138,26 @@ class TrainConfig:
     crops_per_image: Optional[int] = _setting(
         None, "random crops per training image per epoch", "training", by_dataset={"default": 2, OTHER_SETS: 25},
         type=int)
-    test_crops: int = _setting(9, "crops of the deterministic grid averaged per test image", "training", type=int)
+    test_crops: int = _setting(TEST_CROPS, "crops of the deterministic grid averaged per test image", "training",
+                               type=int)
     batch_size: int = _setting(16, "global batch size", "training", type=int)
     score_batch_size: int = _setting(
-        32, "crops per forward call when scoring whole test images", "training", type=int)
+        SCORE_BATCH_SIZE, "crops per forward call when scoring whole images (validation and test)", "training",
+        type=int)
     epochs: Optional[int] = _setting(
         None, "epochs", "training", by_dataset={"default": 8, OTHER_SETS: 10}, type=int)
     steps_per_epoch: Optional[int] = _setting(
         None, "cap the steps of each epoch (default: one pass over the crops)", "training", type=int)
     learning_rate: Optional[float] = _setting(
         None, "Adam learning rate", "training", by_dataset={"default": 5e-4, OTHER_SETS: 1e-4}, type=float)
-    lr_schedule: str = _setting("cosine", "learning-rate schedule", "training", choices=("cosine", "constant"))
+    lr_schedule: str = _lr_schedule()
+    backbone_lr_ratio: float = _setting(
+        1.0, "learning rate of the backbone and the attention block relative to the head's", "training", type=float)
+    freeze_batchnorm: bool = _setting(
+        False, "run every BatchNorm in inference mode with fixed statistics (and scale and offset)", "training")
+    linear_probe_epochs: int = _setting(
+        0, "train the head alone for the first N epochs (the network in inference mode), then everything",
+        "training", type=int)
     warmup_epochs: Optional[int] = _setting(
         None, "first epochs trained on the quality terms only", "training",
         by_dataset={"default": 7, OTHER_SETS: 0}, type=int)
@@ -105,37 +168,31 @@ class TrainConfig:
         "1, 1, 0.05, 1, the authors')", "training", metavar="TERM=W,...")
     seed: int = _setting(0, "seed of the split, crops and initialisation", "training", type=int)
     strategy: str = _setting(
-        "auto", "tf.distribute strategy: auto (all GPUs when >1), none, mirrored, multiworker (TF_CONFIG)",
-        "training", choices=("auto", "none", "mirrored", "multiworker"))
-    jit_compile: bool = _setting(False, "compile the train step with XLA", "training")
-    backend: Optional[str] = _setting(
-        None, "Keras backend (default: $KERAS_BACKEND, else tensorflow); jax uses the numpy input pipeline and "
-        "writes no SavedModel", "training", choices=("tensorflow", "jax"))
-    precision: str = _setting(
-        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
-        "or mixed_float16 (GPUs; with loss scaling); the score head and the loss stay float32", "training",
-        choices=PRECISIONS, aliases={"--mixed-precision": "mixed_float16"})
-    checkpoint_every_steps: Optional[int] = _setting(
-        None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training", type=int)
+        "auto", "tf.distribute strategy: auto (all GPUs when >1), none, mirrored, multiworker (TF_CONFIG); the JAX "
+        "backend trains on one device (auto or none)", "training", choices=STRATEGIES)
+    jit_compile: bool = _setting(False, "compile the train step with XLA (always, on the JAX backend)", "training")
+    backend: Optional[str] = _backend()
+    precision: str = _precision()
+    checkpoint_every_steps: Optional[int] = _checkpoint_every_steps()
     # ----------------------------------------------------------------- model
-    backbone: str = _setting("resnet50", "backbone", "model", choices=("resnet50", "resnet50_v1_5"))
+    backbone: str = _architecture()
     backbone_weights: Optional[str] = _setting(
         "imagenet", "imagenet, a local weights file, or none", "model", type=_none_or_str)
     layer4_pooling: str = _setting("global", "pooling of layer 4 in the head", "model", choices=("global", "top_left"))
     init_from: Optional[str] = _setting(
         None, "a .keras file (pretrain's model.keras, or any earlier run's): start from its backbone and "
         "attention-block weights; the head and the score scale come from the new labels", "model", metavar="PATH")
-    batchnorm_momentum: float = _setting(0.9, "moving-statistics momentum of every BatchNorm", "model", cli=False)
+    batchnorm_momentum: float = _batchnorm_momentum()
     standardize_labels: bool = _setting(
         True, "let the head learn raw label units (default: standardised, scaled back)", "model")
     # ---------------------------------------------------------------- output
     output_dir: Optional[str] = _setting(None, "run folder (default: runs/<dataset>-<timestamp>)", "output")
+    config_file: Optional[str] = _setting(
+        None, "a recipe: a JSON or YAML file of settings (names as here, with - or _) that fills this table; "
+        "flags given on the command line override it", "output", flags=("--config",), metavar="FILE")
     export: bool = _setting(True, "skip the SavedModel export", "output")
-    keep_checkpoint: bool = _setting(
-        False, "keep the resume checkpoint (OUTPUT_DIR/checkpoint/) after the run ends (default: removed)",
-        "output")
-    verbose: int = _setting(
-        1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const", const=0)
+    keep_checkpoint: bool = _keep_checkpoint()
+    verbose: int = _verbose()
 
 
 @dataclasses.dataclass
@@ -167,35 +224,26 @@ class PretrainConfig:
     steps: int = _setting(3000, "training steps in all", "training", type=int)
     steps_per_epoch: int = _setting(250, "steps between progress lines and checkpoints", "training", type=int)
     learning_rate: float = _setting(1e-3, "Adam learning rate", "training", type=float)
-    lr_schedule: str = _setting("cosine", "learning-rate schedule", "training", choices=("cosine", "constant"))
+    lr_schedule: str = _lr_schedule()
     seed: int = _setting(0, "seed of the crops, distortions and initialisation", "training", type=int)
-    backend: Optional[str] = _setting(
-        None, "Keras backend (default: $KERAS_BACKEND, else tensorflow)", "training", choices=("tensorflow", "jax"))
-    precision: str = _setting(
-        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
-        "or mixed_float16 (GPUs; with loss scaling); the score, the classifier and the losses stay float32; "
-        "the saved model keeps it (train --precision sets the fine-tuning run's own)", "training",
-        choices=PRECISIONS)
-    checkpoint_every_steps: Optional[int] = _setting(
-        None, "also checkpoint every N steps for resuming (default: each epoch end only)", "training", type=int)
+    backend: Optional[str] = _backend()
+    precision: str = _precision(", the classifier")
+    checkpoint_every_steps: Optional[int] = _checkpoint_every_steps()
     # ----------------------------------------------------------------- model
-    backbone: str = _setting("resnet50", "backbone", "model", choices=("resnet50", "resnet50_v1_5"))
-    batchnorm_momentum: float = _setting(0.9, "moving-statistics momentum of every BatchNorm", "model", cli=False)
+    backbone: str = _architecture()
+    batchnorm_momentum: float = _batchnorm_momentum()
     # ---------------------------------------------------------------- output
     output_dir: Optional[str] = _setting(None, "run folder (default: runs/pretrain-<timestamp>)", "output")
-    keep_checkpoint: bool = _setting(
-        False, "keep the resume checkpoint (OUTPUT_DIR/checkpoint/) after the run ends (default: removed)",
-        "output")
-    verbose: int = _setting(
-        1, "no progress output", "output", flags=("--quiet", "--no-progress"), action="store_const", const=0)
+    keep_checkpoint: bool = _keep_checkpoint()
+    verbose: int = _verbose()
 
 
 def parse_loss_weights(text):
     """`"ranking=0,consistency=0.5"` -> `{"ranking": 0.0, "consistency": 0.5}` (None -> `{}`).
 
     Raises:
-        ValueError: a malformed entry, an unknown term or a value that is not a
-            finite number >= 0 (the message names it).
+        SettingError: a malformed entry, an unknown term or a value that is not
+            a finite number >= 0 (the message names it).
     """
     # Imported here: this module is read before the command has chosen the Keras backend.
     from keras_adtrs.models.objective import DEFAULT_LOSS_WEIGHTS
@@ -207,14 +255,14 @@ def parse_loss_weights(text):
         name, sep, value = entry.partition("=")
         name = name.strip()
         if not sep or name not in DEFAULT_LOSS_WEIGHTS:
-            raise ValueError(f"--loss-weights: {entry.strip()!r} is not TERM=WEIGHT with a term of "
-                             f"{', '.join(DEFAULT_LOSS_WEIGHTS)}")
+            raise SettingError("loss_weights", f"{entry.strip()!r} is not TERM=WEIGHT with a term of "
+                               f"{', '.join(DEFAULT_LOSS_WEIGHTS)}")
         try:
             weight = float(value)
         except ValueError:
-            raise ValueError(f"--loss-weights: {name}={value.strip()!r} is not a number") from None
+            raise SettingError("loss_weights", f"{name}={value.strip()!r} is not a number") from None
         if not (weight >= 0 and weight != float("inf")):
-            raise ValueError(f"--loss-weights: {name} must be a finite number >= 0, got {value.strip()}")
+            raise SettingError("loss_weights", f"{name} must be a finite number >= 0, got {value.strip()}")
         weights[name] = weight
     return weights
 
@@ -280,31 +328,161 @@ def add_arguments(parser, config_class):
     """
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     for field in dataclasses.fields(config_class):
-        meta = field.metadata
-        if not meta["cli"]:
-            continue
-        option = "--" + field.name.replace("_", "-")
-        kwargs = dict(meta["argparse"])
-        if field.type is bool or isinstance(field.default, bool):
-            if field.default:
-                flags = meta["flags"] or ("--no-" + field.name.replace("_", "-"),)
-                kwargs.setdefault("action", "store_false")
-            else:
-                flags = meta["flags"] or (option,)
-                kwargs.setdefault("action", "store_true")
-        else:
-            flags = meta["flags"] or (option,)
-        help_text = meta["help"]
-        default_text = _default_text(field)
-        if default_text:
-            help_text += f" ({default_text})"
-        groups[meta["group"]].add_argument(*flags, dest=field.name, default=field.default, help=help_text, **kwargs)
-        for alias, value in meta.get("aliases", {}).items():
-            groups[meta["group"]].add_argument(alias, dest=field.name, action="store_const", const=value,
-                                               default=argparse.SUPPRESS, help=f"same as {flags[0]} {value}")
+        if field.metadata["cli"]:
+            _add_field(groups[field.metadata["group"]], field)
     return parser
+
+
+def _add_field(parser, field, flags=None, dest=None, default=dataclasses.MISSING, default_text=None):
+    meta = field.metadata
+    option = "--" + field.name.replace("_", "-")
+    kwargs = dict(meta["argparse"])
+    if field.type is bool or isinstance(field.default, bool):
+        if field.default:
+            flags = flags or meta["flags"] or ("--no-" + field.name.replace("_", "-"),)
+            kwargs.setdefault("action", "store_false")
+        else:
+            flags = flags or meta["flags"] or (option,)
+            kwargs.setdefault("action", "store_true")
+    else:
+        flags = flags or meta["flags"] or (option,)
+    help_text = meta["help"]
+    default_text = default_text or _default_text(field)
+    if default_text:
+        help_text += f" ({default_text})"
+    dest = dest or field.name
+    parser.add_argument(*flags, dest=dest, default=field.default if default is dataclasses.MISSING else default,
+                        help=help_text, **kwargs)
+    for alias, value in meta.get("aliases", {}).items():
+        parser.add_argument(alias, dest=dest, action="store_const", const=value, default=argparse.SUPPRESS,
+                            help=f"same as {flags[0]} {value}")
+
+
+def add_setting_option(parser, name, flags=None, dest=None, default=dataclasses.MISSING, default_text=None,
+                       config_class=None):
+    """Adds the option of one setting of the table (`TrainConfig` by default) to another command's parser.
+
+    Commands that share a setting with `train` (`evaluate`: the data set,
+    its folders, the split) build its option from the same row: its help,
+    type and choices are written once.
+
+    Args:
+        parser: an `argparse.ArgumentParser` or argument group.
+        name: str. The setting (a field of the table).
+        flags: tuple of str or None. Other option strings (default: the table's).
+        dest: str or None. The parsed attribute (default: `name`).
+        default: the option's default (default: the table's).
+        default_text: str or None. What the help says of the default
+            (for instance "default: the run's").
+
+    Example:
+    >>> parser = argparse.ArgumentParser()
+    >>> add_setting_option(parser, "seed", default=None, default_text="default: the run's")
+    >>> parser.parse_args(["--seed", "3"]).seed
+    3
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_class or TrainConfig)}
+    _add_field(parser, fields[name], flags=flags, dest=dest, default=default, default_text=default_text)
 
 
 def config_from_args(args):
     """`TrainConfig` from the namespace of a parser built by `add_train_arguments`."""
     return TrainConfig(**vars(args))
+
+
+def check_train_config(config):
+    """Validates the settings a run needs before any work; returns `config`.
+
+    Raises:
+        SettingError: the first setting out of range or in conflict (the
+            message names it and its value).
+    """
+    def whole(name, low):
+        value = getattr(config, name)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise SettingError(name, f"must be a whole number >= {low}, got {value!r}")
+
+    for name, low in (("splits", 1), ("folds", 1), ("epochs", 1), ("batch_size", 1), ("crops_per_image", 1),
+                      ("test_crops", 1), ("score_batch_size", 1), ("steps_per_epoch", 1), ("warmup_epochs", 0),
+                      ("linear_probe_epochs", 0), ("checkpoint_every_steps", 1)):
+        whole(name, low)
+    if config.splits > 1 and config.folds > 1:
+        raise SettingError("folds", f"and splits are two protocols: pass one (got folds {config.folds}, "
+                           f"splits {config.splits})")
+    if config.learning_rate is not None and not config.learning_rate > 0:
+        raise SettingError("learning_rate", f"must be positive, got {config.learning_rate}")
+    if not 0.0 <= config.backbone_lr_ratio <= 1e3:
+        raise SettingError("backbone_lr_ratio", f"must lie in [0, 1000], got {config.backbone_lr_ratio}")
+    if config.epochs is not None and config.linear_probe_epochs > config.epochs:
+        raise SettingError("linear_probe_epochs", f"({config.linear_probe_epochs}) cannot exceed the epochs "
+                           f"({config.epochs})")
+    parse_loss_weights(config.loss_weights)
+    return config
+
+
+def _coerce(field, value, path):
+    """A recipe value as the setting's option would parse it (its type and choices)."""
+    meta = field.metadata
+    kind = meta["argparse"].get("type")
+    if value is not None and kind is not None and not isinstance(value, bool):
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise SettingError("config_file", f"{path}: {field.name} = {value!r} is not a {kind.__name__}") from None
+    if isinstance(field.default, bool) and not isinstance(value, bool):
+        raise SettingError("config_file", f"{path}: {field.name} = {value!r} must be true or false")
+    choices = meta["argparse"].get("choices")
+    if choices and value is not None and value not in choices:
+        raise SettingError("config_file", f"{path}: {field.name} = {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def read_recipe(path, config_class=None):
+    """The settings of a recipe file: JSON (`.json`) or YAML (`.yaml`, `.yml`), a mapping of setting -> value.
+
+    Setting names are the table's (`crop_size`, or `crop-size`). Values
+    take the setting's type (`"5"` for an int setting becomes 5).
+
+    Args:
+        path: str. The file.
+        config_class: the settings table (`TrainConfig`, the default).
+
+    Returns:
+        dict field name -> value.
+
+    Raises:
+        SettingError: no such file, not a mapping, an unknown setting or a
+            value of the wrong type (setting `config_file`; the message names
+            the file and the entry).
+    """
+    config_class = config_class or TrainConfig
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise SettingError("config_file", f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if path.lower().endswith((".yaml", ".yml")):
+        import yaml  # imported when a YAML recipe is read
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SettingError("config_file", f"{path}: not valid YAML ({exc})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SettingError("config_file", f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SettingError("config_file", f"{path}: expected a mapping of settings, found {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    settings = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in fields or name == "config_file":
+            raise SettingError("config_file", f"{path}: unknown setting {key!r}")
+        settings[name] = _coerce(fields[name], value, path)
+    return settings

@@ -23,12 +23,12 @@ import keras
 import tensorflow as tf
 
 from keras_adtrs import console
+from keras_adtrs.defaults import STRATEGIES
+from keras_adtrs.errors import SettingError
 from keras_adtrs.data.pipeline_tensorflow import steps_per_epoch as count_steps
 from keras_adtrs.data.pipeline_tensorflow import training_dataset
 from keras_adtrs.models.objective import LOSS_TERM_NAMES
 from keras_adtrs.models.step_tensorflow import apply_step
-
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 def choose_strategy(name):
@@ -42,11 +42,11 @@ def choose_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if not os.environ.get("TF_CONFIG"):
-            raise SystemExit("error: --strategy multiworker needs TF_CONFIG (see docs/distributed.md)")
+            raise SettingError("strategy", "multiworker needs TF_CONFIG (see docs/distributed.md)")
         # Its collective-ops set-up logs through absl before TF_CPP_MIN_LOG_LEVEL applies.
         with contextlib.nullcontext() if console.verbose_requested() else console.stderr_silenced():
             return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    raise SettingError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 
 def is_multi_worker(strategy):
@@ -160,7 +160,7 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
         dataset = make_dataset(global_step)
         batch = dataset.element_spec[1].shape[0]
         if batch is None or batch % replicas:
-            raise SystemExit(f"error: the global batch ({batch}) must be a multiple of the {replicas} replicas")
+            raise SettingError("batch_size", f"({batch}) must be a multiple of the {replicas} replicas")
         per_replica = batch // replicas
 
         def dataset_fn(context):
@@ -185,8 +185,9 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
 
     @tf.function
     def step(iterator, objective_key):
-        # objective_key (a Python value) retraces the step when the objective's
-        # weights change (callbacks.ObjectiveWarmup), as fit's make_train_function(force=True).
+        # objective_key (a Python value) retraces the step when the objective's weights
+        # (callbacks.ObjectiveWarmup) or the linear-probe stage change, as fit's
+        # make_train_function(force=True).
         del objective_key
         sums, size = strategy.run(replica_step, args=(next(iterator),))
         reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)  # noqa: E731
@@ -207,7 +208,7 @@ def custom_loop(model, strategy, make_dataset, steps, epochs, initial_epoch, ini
         logs = {}
         for batch in range(first_step, steps):
             callback_list.on_train_batch_begin(batch)
-            sums, size = step(iterator, tuple(sorted(model.loss_weight_overrides.items())))
+            sums, size = step(iterator, (tuple(sorted(model.loss_weight_overrides.items())), bool(model.head_only)))
             count += float(size)
             for name in names:
                 totals[name] += float(sums[name])

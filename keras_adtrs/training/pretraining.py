@@ -32,17 +32,19 @@ import time
 import keras
 
 from keras_adtrs.data import distortions
+from keras_adtrs.errors import SettingError
 from keras_adtrs.data.pretraining import (
     DistortionBatches,
     load_reference_images,
     num_classes,
     procedural_references,
 )
-from keras_adtrs.models.adtrs import validate_crop_size
+from keras_adtrs.models.backbone import ADTRSBackbone, validate_crop_size
+from keras_adtrs.models.precision import check_precision
 from keras_adtrs.models.pretraining import PretrainingModel, parse_objective
 from keras_adtrs.training import resume
 from keras_adtrs.training.config import PretrainConfig
-from keras_adtrs.training.run import learning_rate, require_precision, versions
+from keras_adtrs.training.run import learning_rate, versions
 from keras_adtrs.training.run_dir import RunDir, default_path
 
 #: Settings a resumed pre-training run must share with the interrupted one.
@@ -61,24 +63,24 @@ def check_config(config):
     """Validates the settings before any work; returns the config with its output folder filled in.
 
     Raises:
-        SystemExit: a setting is out of range (the message names it).
+        SettingError: a setting is out of range (the message names it).
     """
-    problems = []
+    validate_crop_size(config.crop_size)
     try:
-        validate_crop_size(config.crop_size)
         parse_objective(config.objective)
+    except ValueError as exc:
+        raise SettingError("objective", str(exc)) from None
+    try:
         parse_kinds(config.kinds)
     except ValueError as exc:
-        problems.append(str(exc))
+        raise SettingError("kinds", str(exc)) from None
     for name, low in (("steps", 1), ("steps_per_epoch", 1), ("groups", 1), ("procedural_references", 1)):
         if getattr(config, name) < low:
-            problems.append(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(config, name)}")
+            raise SettingError(name, f"must be at least {low}, got {getattr(config, name)}")
     if not 2 <= config.levels <= distortions.NUM_LEVELS + 1:
-        problems.append(f"--levels must be 2..{distortions.NUM_LEVELS + 1}, got {config.levels}")
+        raise SettingError("levels", f"must be 2..{distortions.NUM_LEVELS + 1}, got {config.levels}")
     if not config.learning_rate > 0:
-        problems.append(f"--learning-rate must be positive, got {config.learning_rate}")
-    if problems:
-        raise SystemExit("error: " + "; ".join(problems))
+        raise SettingError("learning_rate", f"must be positive, got {config.learning_rate}")
     if config.output_dir is None:
         config = dataclasses.replace(config, output_dir=default_path("pretrain"))
     return config
@@ -107,7 +109,7 @@ def _references(config, say):
         try:
             references, report = load_reference_images(config.images, config.crop_size, progress=bool(config.verbose))
         except (FileNotFoundError, ValueError) as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise SettingError("images", str(exc)) from None
         for path, reason in report["skipped"].items():
             say(f"skipped {path}: {reason}")
         say(f"{len(report['files'])} images ({report['arrays']} arrays at several scales), "
@@ -124,7 +126,7 @@ def run_pretraining(config: PretrainConfig):
     config = check_config(config)
     run = RunDir(config.output_dir)
     run.check_writable()
-    require_precision(config)  # the model computes in it: fail now if this machine lacks it
+    check_precision(config.precision)  # the model computes in it: fail now if this machine lacks it
     started = time.time()
     say = print if config.verbose else (lambda *a, **k: None)
     keras.utils.set_random_seed(config.seed)
@@ -134,8 +136,8 @@ def run_pretraining(config: PretrainConfig):
     references, images_report = _references(config, say)
 
     model = PretrainingModel(
-        adtrs_config={"crop_size": config.crop_size, "backbone": config.backbone,
-                      "batchnorm_momentum": config.batchnorm_momentum, "precision": config.precision},
+        ADTRSBackbone(crop_size=config.crop_size, architecture=config.backbone,
+                      batchnorm_momentum=config.batchnorm_momentum, precision=config.precision),
         num_classes=num_classes(kinds),
         group_size=config.levels,
         objective=config.objective,

@@ -28,18 +28,21 @@ import os
 
 import keras
 
+from keras_adtrs.errors import ResumeError
+
 STATE_FILE = "state.json"
 #: Settings a resumed run must share with the interrupted one.
 FIXED_SETTINGS = ("dataset", "crop_size", "crops_per_image", "batch_size", "seed", "steps_per_epoch",
                   "learning_rate", "lr_schedule", "backbone", "layer4_pooling", "precision",
-                  "test_fraction", "validation_fraction", "standardize_labels")
+                  "test_fraction", "validation_fraction", "standardize_labels", "backbone_lr_ratio",
+                  "freeze_batchnorm", "linear_probe_epochs")
 
 
 def load_state(checkpoint_dir, settings=None, fixed=FIXED_SETTINGS):
     """The saved state of an interrupted run in `checkpoint_dir`, or None.
 
-    Raises SystemExit when `settings` (a dict) differ from the saved run's in
-    one of `fixed` (the training run's `FIXED_SETTINGS` by default).
+    Raises `ResumeError` when `settings` (a dict) differ from the saved run's
+    in one of `fixed` (the training run's `FIXED_SETTINGS` by default).
     """
     path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.isfile(path):
@@ -53,9 +56,9 @@ def load_state(checkpoint_dir, settings=None, fixed=FIXED_SETTINGS):
             if k in state.get("settings", {}) and state["settings"].get(k) != settings.get(k)
         ]
         if changed:
-            raise SystemExit(
-                f"error: {os.path.dirname(os.path.abspath(checkpoint_dir))!r} holds an interrupted run with other settings ({'; '.join(changed)}); "
-                "rerun the same command or choose another --output-dir"
+            raise ResumeError(
+                f"{os.path.dirname(os.path.abspath(checkpoint_dir))!r} holds an interrupted run with other settings "
+                f"({'; '.join(changed)}): run it again with the same settings, or choose another output folder"
             )
     return state
 
@@ -77,7 +80,7 @@ def agree_on_state(state, agreed_step, checkpoint_dir):
         `state` itself, its `previous` checkpoint, or None (start afresh).
 
     Raises:
-        SystemExit: this worker has no checkpoint at `agreed_step`.
+        ResumeError: this worker has no checkpoint at `agreed_step`.
     """
     own = global_step(state)
     if own == agreed_step:
@@ -87,10 +90,10 @@ def agree_on_state(state, agreed_step, checkpoint_dir):
     previous = state.get("previous")
     if previous and int(previous["global_step"]) == agreed_step:
         return {**previous, "settings": state["settings"]}
-    raise SystemExit(
-        f"error: the workers cannot resume together: {checkpoint_dir} is at step {own} "
+    raise ResumeError(
+        f"the workers cannot resume together: {checkpoint_dir} is at step {own} "
         f"and keeps no checkpoint of step {agreed_step}, where another worker stopped; "
-        "start the run again in a new --output-dir"
+        "start the run again in a new output folder"
     )
 
 

@@ -9,6 +9,8 @@ RUN/
   history.csv           one row per epoch (losses, val_srcc, val_plcc)
   metrics.json          validation and test metrics, best epoch, timings
   test_predictions.csv  file_name, score, prediction of every test image
+  test_predictions_by_epoch.csv
+                        the test part's scores after every epoch (K-fold runs)
   model.keras           the selected model
   export/               the TF Serving SavedModel (TensorFlow runs)
   logs/                 TensorBoard logs (TensorFlow runs)
@@ -16,7 +18,9 @@ RUN/
 ```
 
 `--splits N` writes `OUTPUT_DIR/protocol.json` and one such folder per split,
-`OUTPUT_DIR/split-<k>/`. Multi-worker runs give each non-chief worker its
+`OUTPUT_DIR/split-<k>/`. `--folds K` writes `OUTPUT_DIR/folds.json`,
+`OUTPUT_DIR/oof_predictions.csv`, one folder per fold, `OUTPUT_DIR/fold-<k>/`,
+and the final model's, `OUTPUT_DIR/final/`. Multi-worker runs give each non-chief worker its
 own folder `RUN/<task type>-<task id>/` (its checkpoint).
 
 Example:
@@ -31,6 +35,7 @@ import json
 import os
 import shutil
 
+from keras_adtrs.errors import OutputDirError
 from keras_adtrs.reporting import write_json
 
 CONFIG_FILE = "config.json"
@@ -38,6 +43,9 @@ SPLIT_FILE = "split.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "test_predictions.csv"
+EPOCH_PREDICTIONS_FILE = "test_predictions_by_epoch.csv"
+FOLDS_FILE = "folds.json"
+OOF_FILE = "oof_predictions.csv"
 MODEL_FILE = "model.keras"
 PROTOCOL_FILE = "protocol.json"
 EXPORT_DIR = "export"
@@ -93,6 +101,18 @@ class RunDir:
         return self.file(PREDICTIONS_FILE)
 
     @property
+    def epoch_predictions_path(self):
+        return self.file(EPOCH_PREDICTIONS_FILE)
+
+    @property
+    def folds_path(self):
+        return self.file(FOLDS_FILE)
+
+    @property
+    def oof_path(self):
+        return self.file(OOF_FILE)
+
+    @property
     def model_path(self):
         return self.file(MODEL_FILE)
 
@@ -121,7 +141,7 @@ class RunDir:
         """Creates the folder and proves it writable, before any training starts.
 
         Raises:
-            SystemExit: the folder cannot be created or written (the message names it).
+            OutputDirError: the folder cannot be created or written (the message names it).
         """
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -130,7 +150,7 @@ class RunDir:
                 handle.write("ok")
             os.remove(probe)
         except OSError as exc:
-            raise SystemExit(f"error: output directory {self.path!r} is not writable: {exc.strerror or exc}") from None
+            raise OutputDirError(f"output directory {self.path!r} is not writable: {exc.strerror or exc}") from None
 
     def remove_checkpoint(self):
         """Removes `checkpoint/` (what a run does when it ends cleanly); returns whether it existed."""
@@ -227,3 +247,39 @@ class RunDir:
 
     def write_protocol(self, protocol):
         write_json(self.protocol_path, protocol)
+
+    def write_epoch_predictions(self, names, labels, by_epoch):
+        """Adds columns to `test_predictions_by_epoch.csv`: `file_name, score, epoch_1, epoch_2, ...`.
+
+        Args:
+            names, labels: the test part's file names and human scores.
+            by_epoch: dict 0-based epoch -> array of predictions; columns of
+                epochs already in the file are kept (a resumed run).
+        """
+        columns = {int(k): [f"{v:.6g}" for v in values] for k, values in self.read_epoch_predictions().items()}
+        columns.update({int(k): [f"{v:.6g}" for v in values] for k, values in by_epoch.items()})
+        tmp = self.epoch_predictions_path + ".tmp"
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file_name", "score"] + [f"epoch_{e + 1}" for e in sorted(columns)])
+            for i, (name, label) in enumerate(zip(names, labels)):
+                writer.writerow([name, f"{label:.6g}"] + [columns[e][i] for e in sorted(columns)])
+        os.replace(tmp, self.epoch_predictions_path)
+
+    def read_epoch_predictions(self):
+        """`test_predictions_by_epoch.csv` as dict 0-based epoch -> float array (`{}` when there is none)."""
+        if not os.path.isfile(self.epoch_predictions_path):
+            return {}
+        with open(self.epoch_predictions_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows:
+            return {}
+        epochs = [k for k in rows[0] if k.startswith("epoch_")]
+        return {int(k.split("_")[1]) - 1: [float(r[k]) for r in rows] for k in epochs}
+
+    def read_predictions(self):
+        """`test_predictions.csv` as `(names, labels, predictions)` lists."""
+        with open(self.predictions_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return ([r["file_name"] for r in rows], [float(r["score"]) for r in rows],
+                [float(r["prediction"]) for r in rows])

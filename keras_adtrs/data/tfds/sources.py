@@ -44,6 +44,7 @@ from etils import epath
 
 from keras_adtrs.data.source import IQASource
 from keras_adtrs.data.splits import Split
+from keras_adtrs.errors import DataSetError
 
 SYNTHETIC = ("live_iqa", "csiq", "tid2013", "kadid10k")
 AUTHENTIC = ("live_challenge", "koniq10k")
@@ -52,7 +53,7 @@ _PER_IMAGE = ("score_std", "reference", "distortion", "level", "set", "mos_zscor
 RELEASE_RECORD = "keras_adtrs_release.json"
 
 
-class ReleaseMismatchError(ValueError):
+class ReleaseMismatchError(DataSetError):
     """A prepared data set was built from another release folder than the `manual_dir` given."""
 
 
@@ -85,8 +86,8 @@ def _check_release(name, builder, manual_dir):
     path = os.path.join(builder.data_dir, RELEASE_RECORD)
     wanted = release_fingerprint(manual_dir)
     how = (
-        f"To build {name!r} from {wanted['manual_dir']}, pass another data_dir (--data-dir) or delete "
-        f"{builder.data_dir}; to use the prepared set, leave out manual_dir (--manual-dir)."
+        f"To build {name!r} from {wanted['manual_dir']}, pass another data_dir or delete "
+        f"{builder.data_dir}; to use the prepared set, leave out manual_dir."
     )
     if not os.path.isfile(path):
         raise ReleaseMismatchError(

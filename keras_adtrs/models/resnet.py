@@ -1,4 +1,4 @@
-"""Backbones: the four ResNet50 stage outputs ADTRS reads.
+"""The ResNet50 stages in two layouts: the four stage outputs an `ADTRSBackbone` reads.
 
 - `resnet50`: `keras.applications.ResNet50` ("v1": stride in the first 1x1
   conv of a stage, convs with bias; weights `imagenet` use "caffe" input
@@ -15,11 +15,13 @@
   `model.layer2.3.bn2.weight` lives in the Keras layer `layer2_3_bn2` as
   `gamma`.
 
-Weight loading (ImageNet download, local files) lives in
-`keras_adtrs.models.weights`.
+`keras_adtrs.models.backbone.ADTRSBackbone` builds on these; weight loading
+(ImageNet download, local files) lives in `keras_adtrs.models.weights`.
 """
 
 import keras
+
+from keras_adtrs.errors import SettingError
 
 #: Layer names of the stage outputs l1..l4 in keras.applications.ResNet50.
 RESNET50_STAGE_LAYERS = (
@@ -164,12 +166,14 @@ def resnet50_v1_5_stages(crop_size, batchnorm_momentum=0.9, name="resnet50_v1_5"
     return keras.Model(images, stages, name=name)
 
 
-def build_backbone(backbone, crop_size, batchnorm_momentum):
-    """Functional backbone `image -> [l1, l2, l3, l4]` by name."""
-    if backbone == "resnet50":
+def build_stages(architecture, crop_size, batchnorm_momentum):
+    """The functional ResNet50 stages `image -> [l1, l2, l3, l4]` of an architecture, by name.
+
+    Raises:
+        SettingError: an unknown architecture (setting `backbone`).
+    """
+    if architecture == "resnet50":
         return resnet50_stages(crop_size, batchnorm_momentum)
-    if backbone == "resnet50_v1_5":
+    if architecture == "resnet50_v1_5":
         return resnet50_v1_5_stages(crop_size, batchnorm_momentum)
-    raise ValueError(
-        f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONE_INPUT_NORMALIZATION)}"
-    )
+    raise SettingError("backbone", f"must be one of {sorted(BACKBONE_INPUT_NORMALIZATION)}, got {architecture!r}")

@@ -1,11 +1,17 @@
-"""Score whole images: decode, upscale if small, crop grid, mean over crops.
+"""Score whole images: decode, upscale if small, crop grid, mean over crops; the one crops-to-scores loop.
+
+`CropScorer` is the only loop in the package that turns crops into model
+calls and per-image means. Everything that scores uses it: `score` and
+`score_files` (test parts, `predict`, `evaluate`), the per-epoch validation
+of a training run (`keras_adtrs.training.callbacks`), quality maps
+(`keras_adtrs.inference.quality_map`) and the deployment checks.
 
 The same rules as the SavedModel's `serving_default` (`keras_adtrs.data.crops`,
 `keras_adtrs.data.crops_tensorflow`), so `score` and TF Serving agree.
-Images are decoded by `keras_adtrs.data.images`. When TensorFlow is in use
-(Keras on the TensorFlow backend) decoding and crops run in TensorFlow, as in
-the SavedModel; otherwise (the JAX backend) in Pillow and numpy, and
-TensorFlow is never imported.
+Images are decoded by `keras_adtrs.data.images` and cropped by
+`keras_adtrs.data.image_crops`: on the TensorFlow backend with TensorFlow's
+ops, as in the SavedModel; on JAX with Pillow and numpy, and TensorFlow is
+never imported.
 
 Scores do not depend on batch composition: each crop is scored on its own
 (BatchNorm in inference mode) and an image's crops are averaged in a fixed
@@ -24,76 +30,11 @@ import sys
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_adtrs.data import crops as numpy_crops
-from keras_adtrs.data.images import ImageReadError, default_decoder, load_image
-from keras_adtrs.data.pipeline_numpy import all_grid_crops
+from keras_adtrs.data.image_crops import image_crops, random_image_crops
+from keras_adtrs.data.images import ImageReadError, load_image
+from keras_adtrs.defaults import CROP_MODES, SCORE_BATCH_SIZE, TEST_CROPS
+from keras_adtrs.errors import SettingError
 from keras_adtrs.reporting import score_value
-
-
-def _tensorflow_in_use():
-    return default_decoder() == "tensorflow"
-
-
-def image_crops(image, crop_size, num_crops):
-    """The deterministic test grid of crops of a uint8 image.
-
-    Args:
-        image: uint8 array `(H, W, 3)`; upscaled first when a side is below
-            `crop_size`.
-        crop_size: int. Crop side.
-        num_crops: int. Number of grid crops.
-
-    Returns:
-        float32 numpy array `(num_crops, crop_size, crop_size, 3)`.
-    """
-    if not _tensorflow_in_use():
-        return numpy_crops.grid_crops(image, crop_size, num_crops)
-    import tensorflow as tf  # TensorFlow already imported: the SavedModel's own ops
-
-    from keras_adtrs.data.crops_tensorflow import grid_crops
-
-    return grid_crops(tf.convert_to_tensor(image), crop_size, num_crops).numpy()
-
-
-def random_image_crops(image, crop_size, num_crops, seed=0, key=0):
-    """Seeded random crops (with random horizontal flips, as in training) of a uint8 image.
-
-    Stateless: the crops depend only on `(seed, key, crop number)`, so the
-    same image under the same key gets the same crops on every run and in
-    any batch. TensorFlow's stateless RNG draws them when TensorFlow is in
-    use, numpy's otherwise (the same rules, other draws).
-
-    Args:
-        image: uint8 array `(H, W, 3)`; upscaled first when a side is below
-            `crop_size`.
-        crop_size: int. Crop side.
-        num_crops: int. Number of crops.
-        seed: int. Run seed. Defaults to `0`.
-        key: int. Per-image key (for instance its index in the data set).
-            Defaults to `0`.
-
-    Returns:
-        float32 numpy array `(num_crops, crop_size, crop_size, 3)`.
-    """
-    if num_crops < 1:
-        raise ValueError(f"need at least one crop, got {num_crops}")
-    if not _tensorflow_in_use():
-        upscaled = numpy_crops.upscale(image, crop_size)
-        return np.stack([
-            numpy_crops.random_crop(upscaled, crop_size, np.random.default_rng([int(seed), int(key), k]))
-            for k in range(num_crops)
-        ])
-    import tensorflow as tf  # TensorFlow already imported: its stateless RNG, as in training
-
-    from keras_adtrs.data.crops_tensorflow import random_crop, upscale
-
-    upscaled = upscale(tf.convert_to_tensor(image), crop_size)
-    base = tf.constant([int(seed), int(key)], tf.int64)
-    crops = [
-        random_crop(upscaled, crop_size, seed=tf.random.experimental.stateless_fold_in(base, k))
-        for k in range(num_crops)
-    ]
-    return tf.stack(crops).numpy()
 
 
 def model_crop_size(model):
@@ -117,7 +58,7 @@ def bucket_sizes(batch_size):
     ((1, 2, 4, 8, 16, 32), (1, 2, 4, 6))
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise SettingError("batch_size", f"must be a positive integer, got {batch_size!r}")
     sizes = []
     size = 1
     while size < batch_size:
@@ -131,12 +72,27 @@ def bucket_size(count, batch_size):
     return next(size for size in bucket_sizes(batch_size) if size >= count)
 
 
-class _CropScorer:
-    """Scores queued crops in forward calls of `batch_size` crops (the last padded to a bucket size)."""
+class CropScorer:
+    """Scores queued crops in forward calls of `batch_size` crops (the last padded to a bucket size).
 
-    def __init__(self, model, batch_size):
+    `add(owner, crops)` queues one image's crops and returns the `(owner,
+    mean score)` pairs completed so far; `finish()` scores the rest. An
+    image's crop scores are summed in a fixed order, so its score does not
+    depend on which other images share its calls.
+
+    Args:
+        model: a model with `predict_on_batch(crops) -> (B,) or (B, 1)`
+            (a Keras model, or an artifact of `keras_adtrs.serving.runtimes`).
+        batch_size: int. Crops per forward call.
+        predict: callable or None. `predict(crops) -> scores` instead of
+            `model.predict_on_batch` (the multi-worker training loop calls
+            the model directly). Defaults to None.
+    """
+
+    def __init__(self, model, batch_size=SCORE_BATCH_SIZE, predict=None):
         bucket_sizes(batch_size)  # validates
         self.model = model
+        self.predict = predict or model.predict_on_batch
         self.batch_size = int(batch_size)
         self.crops, self.owners = [], []
         self.queued = 0
@@ -172,7 +128,7 @@ class _CropScorer:
         if count < size:  # pad to the bucket: the model sees a few shapes only
             pad = np.zeros((size - count,) + batch.shape[1:], np.float32)
             batch = np.concatenate([batch, pad])
-        out = np.asarray(self.model.predict_on_batch(batch), np.float64).reshape(-1)[:count]
+        out = np.asarray(self.predict(batch), np.float64).reshape(-1)[:count]
         done = []
         for owner, value in zip(owners[:count].tolist(), out.tolist()):
             self.sums[owner] += value  # crops of an image always summed in the same order
@@ -181,6 +137,28 @@ class _CropScorer:
                 done.append((owner, self.sums.pop(owner) / self.counts.pop(owner)))
                 del self.remaining[owner]
         return done
+
+
+def score_crop_sets(model, crop_sets, batch_size=SCORE_BATCH_SIZE, predict=None):
+    """The mean model score of each set of crops, in order (one set per image, or one crop per set).
+
+    Args:
+        model: see `CropScorer`.
+        crop_sets: iterable of float32 arrays `(n_i, c, c, 3)`.
+        batch_size: int. Crops per forward call.
+        predict: see `CropScorer`.
+
+    Returns:
+        float64 numpy array, one mean per set.
+    """
+    scorer = CropScorer(model, batch_size, predict)
+    means = {}
+    count = 0
+    for index, crops in enumerate(crop_sets):
+        means.update(scorer.add(index, crops))
+        count += 1
+    means.update(scorer.finish())
+    return np.array([means[i] for i in range(count)], np.float64)
 
 
 def _progress(total, enabled, desc):
@@ -197,14 +175,14 @@ def _as_list(images):
 
 def _score_each(model, images, crops, batch_size, crop_mode, seed, keys, progress, on_error):
     """Core loop: yields nothing, returns `(scores, errors)` (NaN and message where failed)."""
-    if crop_mode not in ("grid", "random"):
-        raise ValueError(f"crop_mode must be 'grid' or 'random', got {crop_mode!r}")
+    if crop_mode not in CROP_MODES:
+        raise SettingError("crop_mode", f"must be one of {', '.join(CROP_MODES)}, got {crop_mode!r}")
     if int(crops) < 1:
-        raise ValueError(f"crops must be at least 1, got {crops}")
+        raise SettingError("crops", f"must be at least 1, got {crops}")
     crop_size = model_crop_size(model)
     results = np.full(len(images), np.nan, np.float64)
     errors = {}
-    scorer = _CropScorer(model, batch_size)
+    scorer = CropScorer(model, batch_size)
     bar = _progress(len(images), progress, "scoring")
     try:
         for index, source in enumerate(images):
@@ -232,7 +210,8 @@ def _score_each(model, images, crops, batch_size, crop_mode, seed, keys, progres
     return results.astype(np.float32), errors
 
 
-def score(model, images, crops=9, batch_size=32, crop_mode="grid", seed=0, keys=None, progress=False):
+def score(model, images, crops=TEST_CROPS, batch_size=SCORE_BATCH_SIZE, crop_mode="grid", seed=0, keys=None,
+          progress=False):
     """Quality score of each image: the mean of the model over its crops.
 
     Deterministic and independent of batch composition (see the module
@@ -273,7 +252,7 @@ def score(model, images, crops=9, batch_size=32, crop_mode="grid", seed=0, keys=
     return scores
 
 
-def score_files(model, paths, crops=9, batch_size=32, progress=False):
+def score_files(model, paths, crops=TEST_CROPS, batch_size=SCORE_BATCH_SIZE, progress=False):
     """Scores files one row each; a file that cannot be read gets an error row.
 
     Args:
@@ -297,22 +276,3 @@ def score_files(model, paths, crops=9, batch_size=32, progress=False):
         {"path": path, "error": errors[i]} if i in errors else {"path": path, "score": score_value(scores[i])}
         for i, path in enumerate(paths)
     ]
-
-
-def predict_grid_scores(model, images=None, crop_size=None, num_crops=9, batch_size=32, crops=None):
-    """One score per image: the mean of the model over its test-grid crops.
-
-    Pass `images` (decoded on the fly) or precomputed `crops` from
-    `all_grid_crops`. Uses `model.predict_on_batch` (no TensorFlow).
-    """
-    if crops is None:
-        crop_size = crop_size or model.crop_size
-        crops = all_grid_crops(images, crop_size, num_crops)
-    count, num_crops = crops.shape[:2]
-    if count == 0:
-        return np.zeros((0,), np.float64)
-    flat = crops.reshape((-1,) + crops.shape[2:])
-    out = np.concatenate(
-        [np.asarray(model.predict_on_batch(flat[i : i + batch_size])).reshape(-1) for i in range(0, len(flat), batch_size)]
-    )
-    return out.reshape(count, num_crops).astype(np.float64).mean(axis=1)

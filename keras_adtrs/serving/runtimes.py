@@ -1,7 +1,7 @@
 """Score crops with exported artifacts outside Keras: LiteRT (`.tflite`) and ONNX (`.onnx`).
 
 `load_artifact(path)` returns an object with what `keras_adtrs.score`,
-`keras_adtrs.inference.scoring.score_files` and `keras_adtrs.quality_map`
+`keras_adtrs.models.scoring.score_files` and `keras_adtrs.quality_map`
 need of a model: `crop_size` and `predict_on_batch(crops) -> (B,) scores`.
 So an artifact scores files with the same decoding, upscaling and crop grid
 as the Keras model it came from (the rule in `keras_adtrs.data.crops`).
@@ -34,21 +34,17 @@ import os
 import numpy as np
 
 from keras_adtrs.console import stderr_silenced, verbose_requested
-
-#: Names of the artifacts' input and output (LiteRT signature keys, ONNX graph names).
-ARTIFACT_INPUT = "crops"
-ARTIFACT_OUTPUT = "score"
-#: LiteRT signature written by the export.
-LITERT_SIGNATURE = "serving_default"
-#: The metadata file of an artifact is `<artifact><METADATA_SUFFIX>`.
-METADATA_SUFFIX = ".json"
-#: `--runtime` names; `keras` is the `.keras` model itself.
-RUNTIMES = ("keras", "litert", "onnx")
-#: File extension of each artifact runtime.
-EXTENSIONS = {"litert": ".tflite", "onnx": ".onnx"}
+from keras_adtrs.errors import ADTRSError
+from keras_adtrs.serving.signatures import (
+    ARTIFACT_INPUT,
+    ARTIFACT_OUTPUT,
+    EXTENSIONS,
+    LITERT_SIGNATURE,
+    metadata_path,
+)
 
 
-class ArtifactError(ValueError):
+class ArtifactError(ADTRSError, ValueError):
     """An artifact or its metadata cannot be used; the message names the file."""
 
 
@@ -59,11 +55,6 @@ def runtime_for(path):
         if extension == wanted:
             return runtime
     return "keras"
-
-
-def metadata_path(artifact):
-    """`<artifact>.json`: where the export writes an artifact's metadata."""
-    return os.fspath(artifact) + METADATA_SUFFIX
 
 
 def read_metadata(artifact):
