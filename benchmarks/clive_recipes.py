@@ -58,6 +58,8 @@ def build_parser():
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="runs/recipes")
+    parser.add_argument("--data-dir", help="where the LIVE-C set is prepared (default: OUTPUT_DIR/tensorflow_datasets, "
+                                           "so that a set prepared elsewhere from other files never collides)")
     parser.add_argument("--train-args", default="", help="further options for every row's train command")
     return parser
 
@@ -81,7 +83,8 @@ def train_row(name, args, out):
     description, recipe, pretrained, extra = ROWS[name]
     folder = os.path.join(out, name)
     cmd = [sys.executable, "-m", "keras_adtrs.train", "--config", os.path.join(RECIPES, recipe),
-           "--dataset", "live_challenge", "--manual-dir", args.manual_dir, "--folds", str(args.folds),
+           "--dataset", "live_challenge", "--manual-dir", args.manual_dir, "--data-dir", args.data_dir,
+           "--folds", str(args.folds),
            "--seed", str(args.seed), "--no-final-model", "--no-export", "--quiet", "--output-dir", folder,
            *extra, *args.train_args.split()]
     if pretrained:
@@ -127,6 +130,7 @@ def main(argv=None):
         build_parser().error("the pre-trained rows need --init-from")
     out = os.path.abspath(args.output_dir)
     os.makedirs(out, exist_ok=True)
+    args.data_dir = args.data_dir or os.path.join(out, "tensorflow_datasets")
     rows = []
     for name in args.rows:
         if name in ROWS:

@@ -22,6 +22,9 @@ Rows (`--modes`; crops/s counts the crops scored or trained on):
   of 384x512, 9 crops each, `--batch-size batch`, in this process: loading
   the `.keras` file and folding its BatchNorm included, Python's start and
   imports not;
+- `evaluate`: `keras_adtrs.inference.evaluation.evaluate_model` on a data
+  set of 384x512 images, 9 grid crops each, `batch_size` crops per forward
+  call (what `python -m keras_adtrs.evaluate` runs, without the bootstrap);
 - `savedmodel`: the exported SavedModel's `serving_images` signature
   (BatchNorm folded, the export's default);
 - `training`: `fit`'s compiled step (`train_on_batch`), two passes per step;
@@ -39,7 +42,14 @@ Rows (`--modes`; crops/s counts the crops scored or trained on):
 A mode may carry a precision, `MODE:PRECISION` (`float32`, `mixed_bfloat16`,
 `mixed_float16`; default float32), for instance `training:mixed_bfloat16`.
 Rows in a precision this machine lacks are skipped with a message
-(`keras_adtrs.models.precision.check_precision`).
+(`keras_adtrs.models.precision.check_precision`). A bfloat16 row's `x fp32`
+column is its speed over the same mode's float32 row.
+
+Every row also reports what the machine gave it: `cpu/wall` (the process's
+CPU seconds per wall second while timed: about the number of cores it got)
+and `steal` (the share of the machine's CPU time the hypervisor took while
+it ran, from /proc/stat). A row at half speed with `cpu/wall` near 1 and a
+high `steal` ran on a shared host's leftovers, not slower code.
 
 The authors' code is imported at run time from `--authors-dir` (default
 `../shared/reference/authors_adtrs` beside the repository: their `models.py`,
@@ -75,14 +85,15 @@ from keras_adtrs.console import quiet_tensorflow  # noqa: E402
 DEFAULT_AUTHORS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "reference", "authors_adtrs"))
 FORWARD_GFLOP_224 = 8.2  # ResNet50 at 224; the ADTRS block and head add ~2%
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "savedmodel")
+INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "evaluate", "savedmodel")
 TRAINING_MODES = ("training",)
 AUTHORS_MODES = ("authors_test", "authors_train")
 YARDSTICKS = ("keras_resnet50_forward", "keras_resnet50_training")
 MODES = INFERENCE_MODES + TRAINING_MODES + AUTHORS_MODES + YARDSTICKS
 DEFAULT_MODES = (
-    "authors_test", "inference", "predict", "score", "score_grid", "predict_cli", "savedmodel",
-    "predict:mixed_bfloat16", "authors_train", "training", "training:mixed_bfloat16",
+    "authors_test", "predict", "score_grid", "predict_cli", "evaluate", "savedmodel",
+    "predict:mixed_bfloat16", "score_grid:mixed_bfloat16", "predict_cli:mixed_bfloat16", "evaluate:mixed_bfloat16",
+    "savedmodel:mixed_bfloat16", "authors_train", "training", "training:mixed_bfloat16",
 )
 #: Forward-pass equivalents per crop (backward ~2x forward): our training step
 #: runs two passes with gradients (2 x 3); the authors' test forward runs two
@@ -114,15 +125,30 @@ def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def steal_jiffies():
+    """`(steal, total)` jiffies of the whole machine from /proc/stat (zeros where unreadable)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def time_runs(run, repeats, per_run):
-    """One warm-up, then `repeats` timed runs: crops/s of each."""
+    """One warm-up, then `repeats` timed runs: `(crops/s of each, CPU seconds per wall second, steal share)`."""
     run()
     rates = []
+    cpu0, (steal0, total0), wall = time.process_time(), steal_jiffies(), 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        rates.append(per_run / (time.perf_counter() - start))
-    return rates
+        elapsed = time.perf_counter() - start
+        wall += elapsed
+        rates.append(per_run / elapsed)
+    steal1, total1 = steal_jiffies()
+    stolen = (steal1 - steal0) / (total1 - total0) if total1 > total0 else 0.0
+    return rates, (time.process_time() - cpu0) / wall if wall else 0.0, stolen
 
 
 def ceiling_child(size=2048, repeats=5):
@@ -229,6 +255,15 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
                 status = predict_command.main(argv)
             if status:
                 raise RuntimeError(f"predict exited with {status}")
+    elif mode == "evaluate":
+        from keras_adtrs.data.source import IQASource
+        from keras_adtrs.inference.evaluation import evaluate_model
+
+        images = list(rng.integers(0, 256, (-(-4 * batch // 9),) + GRID_IMAGE + (3,), dtype=np.uint8))
+        source = IQASource("benchmark", images, np.linspace(0, 100, len(images), dtype=np.float32),
+                           np.arange(len(images)), [f"{i}.png" for i in range(len(images))])
+        per_run = 9 * len(images)
+        run = lambda: evaluate_model(model, source, crops=9, batch_size=batch, bootstrap=0)  # noqa: E731
     elif mode == "savedmodel":
         from keras_adtrs.serving.export import export_model
 
@@ -241,8 +276,8 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
         model.train_on_batch(x, y)
         run = lambda: [model.train_on_batch(x, y) for _ in range(steps)]  # noqa: E731
         per_run = batch * steps
-    rates = time_runs(run, repeats, per_run)
-    print(json.dumps({"rates": rates, "peak_mib": peak_mib()}))
+    rates, cpu_per_wall, steal = time_runs(run, repeats, per_run)
+    print(json.dumps({"rates": rates, "peak_mib": peak_mib(), "cpu_per_wall": cpu_per_wall, "steal": steal}))
 
 
 def load_authors_net(authors_dir):
@@ -311,9 +346,9 @@ def authors_child(mode, batch, crop, repeats, steps, authors_dir, threads):
                 step()
 
         per_run = batch * steps
-    rates = time_runs(run, repeats, per_run)
+    rates, cpu_per_wall, steal = time_runs(run, repeats, per_run)
     print(json.dumps({"rates": rates, "peak_mib": peak_mib(), "threads": torch.get_num_threads(),
-                      "torch": torch.__version__}))
+                      "torch": torch.__version__, "cpu_per_wall": cpu_per_wall, "steal": steal}))
 
 
 # -------------------------------------------------------------------- parent
@@ -416,6 +451,7 @@ def main(argv=None):
     rows = [(mode, precision, batch) for mode, precision in modes for batch in args.batch_sizes]
     rates = {row: [] for row in rows}
     peaks = {row: 0.0 for row in rows}
+    machine = {row: [] for row in rows}  # (cpu/wall, steal) of each process
     errors = {}
     for _ in range(args.rounds):
         for row in rows:
@@ -427,6 +463,7 @@ def main(argv=None):
                 continue
             rates[row] += result["rates"]
             peaks[row] = max(peaks[row], result["peak_mib"])
+            machine[row].append((result.get("cpu_per_wall", 0.0), result.get("steal", 0.0)))
     ceilings_after, _ = run_child(args, "ceiling")
     gflop = FORWARD_GFLOP_224 * (args.crop_size / 224) ** 2
     medians = {row: statistics.median(v) for row, v in rates.items() if v}
@@ -435,14 +472,19 @@ def main(argv=None):
         mode, precision, batch = row
         name = mode if precision == "float32" else f"{mode}:{precision}"
         if row in errors:
-            table.append((name, batch, "failed", "", "", "", errors[row]))
+            table.append((name, batch, "failed", "", "", "", "", "", "", errors[row]))
             continue
         rate = medians[row]
         baseline = medians.get((BASELINE.get(mode), "float32", batch))
         ratio = f"{rate / baseline:.2f}x" if baseline else ""
+        float32 = medians.get((mode, "float32", batch)) if precision != "float32" else None
+        over_float32 = f"{rate / float32:.2f}x" if float32 else ""
         ceiling = ceilings["bfloat16" if precision == "mixed_bfloat16" else "float32"]
         share = rate * gflop * FORWARD_EQUIVALENTS.get(mode, 1) / ceiling
-        table.append((name, batch, f"{rate:.2f}", ratio, f"{share:.0%}", f"{peaks[row]:.0f}",
+        cpu = statistics.median(c for c, _ in machine[row]) if machine[row] else 0.0
+        steal = max(st for _, st in machine[row]) if machine[row] else 0.0
+        table.append((name, batch, f"{rate:.2f}", ratio, over_float32, f"{share:.0%}", f"{cpu:.2f}", f"{steal:.0%}",
+                      f"{peaks[row]:.0f}",
                       " ".join(f"{r:.2f}" for r in rates[row])))
     print(f"matmul ceilings (TensorFlow, 2048^3, median of 5): float32 {ceilings['float32']:.0f} GFLOP/s, "
           f"bfloat16 {ceilings['bfloat16']:.0f} GFLOP/s"
@@ -451,7 +493,8 @@ def main(argv=None):
     print(f"crop {args.crop_size}: {gflop:.2f} GFLOP/forward; execution: {args.execution}; "
           f"{args.rounds} round(s) x {args.repeats} run(s); torch threads {args.threads}; "
           f"{math.ceil(time.time() - started)} s")
-    print(format_table(("mode", "batch", "crops/s (median)", "x authors", "of ceiling", "peak MiB", "runs"), table))
+    print(format_table(("mode", "batch", "crops/s (median)", "x authors", "x fp32", "of ceiling", "cpu/wall", "steal",
+                        "peak MiB", "runs"), table))
     for line in skipped:
         print(line)
     return 1 if errors else 0

@@ -24,6 +24,10 @@ BOOTSTRAP_RESAMPLES = 1000
 
 #: Compute precisions (`keras_adtrs.models.precision`).
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+#: The precision chosen from the machine: mixed_bfloat16 where bfloat16 runs fast, else float32.
+AUTO_PRECISION = "auto"
+#: What `--precision` takes.
+PRECISION_CHOICES = PRECISIONS + (AUTO_PRECISION,)
 #: Keras backends the package trains and scores on.
 BACKENDS = ("tensorflow", "jax")
 #: `tf.distribute` strategies of a training run (`keras_adtrs.training.distribute`).
@@ -47,8 +51,9 @@ OPTIONS = {
               "help": "crops of the deterministic grid averaged per image"},
     "score_batch_size": {"flags": ("--batch-size",), "type": int, "default": SCORE_BATCH_SIZE,
                          "help": "crops per forward call"},
-    "precision": {"flags": ("--precision",), "choices": PRECISIONS, "default": None,
-                  "help": "compute precision"},
+    "precision": {"flags": ("--precision",), "choices": PRECISION_CHOICES, "default": None,
+                  "help": "compute precision; auto: mixed_bfloat16 where the machine runs bfloat16 fast "
+                          "(AVX512-BF16 or AMX, TPUs, GPUs of compute capability 8.0 or newer), else float32"},
     "backend": {"flags": ("--backend",), "choices": BACKENDS, "default": None,
                 "help": "Keras backend (default: $KERAS_BACKEND, else tensorflow)"},
     "dataset": {"flags": ("--dataset",), "choices": DATASETS, "default": None,

@@ -86,6 +86,8 @@ def build_parser():
     add_setting_option(parser, "validation_fraction", default=None, default_text=f"{THE_RUNS}, else "
                        f"{default_for('validation_fraction')}")
     add_option(parser, "score_batch_size")
+    add_option(parser, "precision", help="score the model computing in this precision, same weights (default: as "
+               "the model was saved); auto: mixed_bfloat16 where the machine runs bfloat16 fast, else float32")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_RESAMPLES,
                         help=f"bootstrap resamples (default: {BOOTSTRAP_RESAMPLES}; 0: none)")
     parser.add_argument("--baseline", nargs="+", choices=BASELINES, default=[], metavar="NAME",
@@ -196,6 +198,14 @@ def _model_predictions(args, settings, split_settings, config_path, source, seed
         model = load_model(args.model)
     except LOAD_ERRORS as exc:
         raise ADTRSError(f"cannot load model {args.model}: {exc}") from None
+    if args.precision is not None:
+        from keras_adtrs.models import with_precision
+        from keras_adtrs.models.precision import choose_precision
+
+        chosen, why = choose_precision(args.precision)
+        if why:
+            print(f"precision {why}", file=sys.stderr)
+        model = with_precision(model, chosen)
     model = folded_for_inference(model)  # same scores up to float rounding, faster
     result = evaluate_model(model, source, indices, crops=crops, crop_mode=args.crop_mode, seed=seed,
                             batch_size=args.score_batch_size, bootstrap=args.bootstrap,

@@ -97,6 +97,8 @@ def main(argv=None):
         for flag, value in (("--version", args.version), ("--max-pixels", args.max_pixels)):
             if value is not None:
                 parser.error(f"--format {args.format} {flag} is not supported: {flag} applies to --format savedmodel only")
+    if args.format != "savedmodel" and args.precision == "auto":
+        args.precision = "float32"  # the only precision LiteRT and ONNX files take
     if args.format != "savedmodel" and args.precision not in (None, "float32"):
         parser.error(f"--format {args.format} --precision {args.precision} is not supported: {args.format} exports "
                      "float32 models (--precision float32; --quantize float16|int8 for a smaller LiteRT file)")
@@ -130,7 +132,13 @@ def main(argv=None):
     except LOAD_ERRORS as error:
         print(f"error: cannot load {args.model}: {error}", file=sys.stderr)
         return 2
+    precision_choice = None
     if args.precision is not None:
+        from keras_adtrs.models.precision import choose_precision
+
+        precision_choice = choose_precision(args.precision)[1]
+        if precision_choice:
+            print(f"precision {precision_choice}")
         model = _with_precision(model, args.precision, args.model)
         if model is None:
             return 1
@@ -148,6 +156,7 @@ def main(argv=None):
             fold_batchnorm=not args.no_fold_batchnorm,
             source_model=args.model,
             run_record=run_record,
+            precision_choice=precision_choice,
         )
     except ADTRSError as error:
         print(f"error: {command_message(error)}", file=sys.stderr)

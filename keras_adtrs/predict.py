@@ -78,6 +78,9 @@ def build_parser():
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     add_option(parser, "crops")
     add_option(parser, "score_batch_size")
+    add_option(parser, "precision", help="score the .keras model computing in this precision, same weights "
+               "(default: as the model was saved); auto: mixed_bfloat16 where the machine runs bfloat16 fast, "
+               "else float32")
     add_option(parser, "no_progress")
     parser.add_argument(
         "--map", metavar="OUT_DIR", default=None,
@@ -114,6 +117,8 @@ def main(argv=None):
     runtime = args.runtime or runtime_for(args.model)
     if runtime == "keras" and runtime_for(args.model) != "keras":
         parser.error(f"--runtime keras takes a .keras model, not {args.model}; use --runtime {runtime_for(args.model)}")
+    if args.precision is not None and runtime != "keras":
+        parser.error(f"--precision applies to .keras models, not to --runtime {runtime} (float32 files)")
     if args.stride is not None and args.map is None:
         parser.error("--stride applies to --map only")
     if args.stride is not None and args.stride < 1:
@@ -145,6 +150,8 @@ def main(argv=None):
         except LOAD_ERRORS as exc:
             print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
             return 2
+        if args.precision is not None:
+            model = _with_precision(model, args.precision)
         model = folded_for_inference(model)  # same scores up to float rounding, faster
     else:
         try:
@@ -172,7 +179,8 @@ def main(argv=None):
 
 def _run_beam(parser, args, beam_args):
     """`--engine beam`: the Apache Beam pipeline (`keras_adtrs.serving.scoring_beam`)."""
-    for flag, value in (("--map", args.map), ("--stride", args.stride), ("--runtime", args.runtime)):
+    for flag, value in (("--map", args.map), ("--stride", args.stride), ("--runtime", args.runtime),
+                        ("--precision", args.precision)):
         if value is not None:
             parser.error(f"{flag} applies to --engine local only")
     if args.output is None:
@@ -203,6 +211,17 @@ def _run_beam(parser, args, beam_args):
     for name in sorted(k for k in counters if k.startswith("failures_")):
         print(f"  {name[len('failures_'):]}: {counters[name]}")
     return 1 if failed else 0
+
+
+def _with_precision(model, precision):
+    """The model computing in `precision` (same weights); says which precision `auto` chose."""
+    from keras_adtrs.models import with_precision
+    from keras_adtrs.models.precision import choose_precision
+
+    chosen, why = choose_precision(precision)
+    if why:
+        print(f"precision {why}", file=sys.stderr)
+    return with_precision(model, chosen)
 
 
 def _map_names(paths):

@@ -98,10 +98,11 @@ cells = [
         "display(Image(filename=os.path.join(OUT, 'scatter.png')))"
     ),
     new_markdown_cell(
-        "## Starting from a pre-trained network (`init_from`)\n\n"
+        "## Starting from a pre-trained backbone (`init_from`)\n\n"
         "Without ImageNet weights, `python -m keras_adtrs.pretrain` teaches the backbone and the attention block "
         "what distortions look like, from unlabelled photos and no human score (see docs/pretraining.md). "
-        "`build_adtrs(init_from=...)` then starts from its backbone and block weights (or from any earlier `.keras`); "
+        "`build_adtrs(init_from=...)` then starts from its backbone (the ResNet stages and the attention block; "
+        "`model.backbone` is an `ADTRSBackbone`) or from any earlier `.keras`; "
         "the head and the score scale come from the new labels, as above. Here a few pre-training steps on the "
         "default set's procedural references stand in for a real run on photos."
     ),
@@ -116,11 +117,15 @@ cells = [
         "    score_scale=float(train.scores.std()), score_offset=float(train.scores.mean()),\n"
         ")\n"
         "pretrained = keras_adtrs.load_model(os.path.join(pretrain_dir, 'model.keras'))\n"
-        "same = [np.array_equal(a, b) for a, b in zip(pretrained.network.get_layer('resnet50').get_weights(),\n"
-        "                                              finetuned.network.get_layer('resnet50').get_weights())]\n"
+        "same = [np.array_equal(a, b) for a, b in zip(pretrained.backbone.stages.get_weights(),\n"
+        "                                              finetuned.backbone.stages.get_weights())]\n"
         "print(f'backbone arrays copied from the pre-trained model: {sum(same)} of {len(same)}')\n"
         "print(finetuned.backbone_weights_info)\n"
-        "# Fine-tune exactly as above: finetuned.compile(...); finetuned.fit(...)"
+        "# Fine-tune with the controls of LP-FT: the head alone first, then everything at a tenth of its rate,\n"
+        "# BatchNorm statistics fixed (docs/training.md).\n"
+        "finetuned.compile(optimizer=keras.optimizers.Adam(1e-3), backbone_lr_ratio=0.1, freeze_batchnorm=True,\n"
+        "                  linear_probe_epochs=1)\n"
+        "finetuned.fit(data.repeat(), epochs=2, steps_per_epoch=steps, verbose=2)"
     ),
     new_markdown_cell("## Export for TF Serving, and score through the SavedModel"),
     new_code_cell(

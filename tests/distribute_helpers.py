@@ -1,7 +1,9 @@
 """Runs `python -m keras_adtrs.train` on a tiny in-memory data set (`--dataset tiny`).
 
-Used by tests/test_distribute.py as a subprocess:
-`python tests/distribute_helpers.py [--logical-cpus N] TRAIN ARGS...`.
+Used by the tests as a subprocess:
+`python tests/distribute_helpers.py [--logical-cpus N] [--block-tensorflow] TRAIN ARGS...`.
+`--block-tensorflow` makes TensorFlow unimportable (as on a JAX-only machine) and prints
+`NO-TENSORFLOW-IMPORTED` at the end when no TensorFlow module was loaded.
 """
 
 import os
@@ -34,14 +36,28 @@ def set_logical_cpus(count):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
 
 
+class _BlockTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tf_keras"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+
 def main(argv):
     if argv[:1] == ["--logical-cpus"]:
         set_logical_cpus(int(argv[1]))
         argv = argv[2:]
+    blocked = argv[:1] == ["--block-tensorflow"]
+    if blocked:
+        sys.meta_path.insert(0, _BlockTensorFlow())
+        argv = argv[1:]
     register_tiny_source()
     from keras_adtrs.train import main as train_main
 
-    return train_main(argv)
+    status = train_main(argv)
+    if blocked and not any(m.split(".")[0] in ("tensorflow", "tensorflow_datasets") for m in sys.modules):
+        print("NO-TENSORFLOW-IMPORTED")
+    return status
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ def _finish(processes, timeout=900):
     return outputs
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_multiworker_two_local_workers_identical_weights(tmp_path):
     """MultiWorkerMirroredStrategy, 2 processes on 127.0.0.1: an epoch, identical weights."""
     out = tmp_path / "run"
@@ -166,6 +166,7 @@ def test_multiworker_two_local_workers_identical_weights(tmp_path):
         np.testing.assert_allclose(np.asarray(a[name], np.float64), np.asarray(b[name], np.float64), err_msg=name)
 
 
+@pytest.mark.slow  # two workers, killed and resumed: bash .ci/run-slow; the default suite keeps strategy none's kill-and-resume and the workers' agreement
 def test_multiworker_killed_job_resumes(tmp_path):
     """2 workers; both SIGKILLed after their second checkpoint; the same command resumes both.
 

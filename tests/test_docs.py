@@ -273,12 +273,14 @@ COVERAGE = [
      "tests/test_pretraining.py::test_killed_pretraining_resumes_and_train_starts_from_it, "
      "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands"),
     ("train --init-from", train_with(lambda c: option(c.args, "--init-from") is not None),
+     "tests/test_pretraining.py::test_init_from_copies_backbone_and_block_exactly, "
      "tests/test_pretraining.py::test_killed_pretraining_resumes_and_train_starts_from_it, "
      "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands"),
     ("train on the JAX backend",
      train_with(lambda c: option(c.args, "--backend") == "jax" or "KERAS_BACKEND=jax" in c.env),
-     "tests/test_jax_backend.py::test_jax_training_run_without_tensorflow"),
+     "tests/test_jax_backend.py::test_killed_jax_run_resumes_at_the_next_epoch"),
     ("train --strategy multiworker", train_with(lambda c: option(c.args, "--strategy") == "multiworker"),
+     "tests/test_distribute.py::test_multiworker_two_local_workers_identical_weights, "
      "tests/test_distribute.py::test_multiworker_killed_job_resumes"),
     ("train --strategy mirrored", train_with(lambda c: option(c.args, "--strategy") == "mirrored"),
      "tests/test_distribute.py::test_mirrored_strategy_matches_single_device, "
@@ -365,7 +367,8 @@ OTHER_PROGRAMS = {
     "bash .ci/run": "CI",
     "bash .ci/run-slow": "CI's slow job",
     "python benchmarks/throughput.py":
-        "tests/test_benchmarks.py::test_throughput_benchmark_prints_every_row (crop 64); its options are checked here",
+        "tests/test_benchmarks.py::test_throughput_benchmark_prints_its_table (crop 64; every mode in the slow "
+        "test_throughput_benchmark_prints_every_row); its options are checked here",
     "bash benchmarks/gpu_clive_run.sh": NOT_RUN + "it needs the lent GPU machine, or ../shared's LIVE-C subset and "
         "a minute of JAX compilation for --smoke; its stages and options are checked here",
     "python benchmarks/deployment.py":

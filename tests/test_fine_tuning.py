@@ -12,7 +12,7 @@ import pytest
 import keras_adtrs
 from conftest import REPO, random_crops, random_score_head
 from keras_adtrs.errors import SettingError
-from keras_adtrs.models.fine_tuning import LinearProbeStage, PartwiseAdam, is_head_variable
+from keras_adtrs.models.fine_tuning import LinearProbeStage, PartwiseAdam, is_head_variable, partwise
 from run_helpers import run_env
 
 
@@ -53,9 +53,9 @@ def test_backbone_lr_ratio_scales_the_backbone_step_only():
     assert steps[0.1][1] == pytest.approx(steps[1.0][1], rel=1e-3)
     assert model.fine_tuning == {"backbone_lr_ratio": 0.1, "freeze_batchnorm": False, "linear_probe_epochs": 0}
     with pytest.raises(SettingError, match="backbone_lr_ratio needs an Adam optimizer"):
-        _model().compile(optimizer=keras.optimizers.SGD(1e-3), backbone_lr_ratio=0.5)
+        partwise(keras.optimizers.SGD(1e-3), 0.5)
     with pytest.raises(SettingError, match="backbone_lr_ratio must lie in"):
-        _model().compile(optimizer="adam", backbone_lr_ratio=-1)
+        partwise(keras.optimizers.Adam(), -1)
 
 
 def test_frozen_batchnorm_keeps_its_statistics():
@@ -85,7 +85,7 @@ class _Snapshots(keras.callbacks.Callback):
         self.head.append(_values(self.model, True))
 
 
-def test_linear_probe_trains_the_head_alone_then_everything():
+def test_linear_probe_trains_the_head_alone_then_everything_and_a_resumed_run_keeps_its_stage():
     x, y = _data()
     model = _model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), linear_probe_epochs=1)
@@ -96,18 +96,12 @@ def test_linear_probe_trains_the_head_alone_then_everything():
     assert _change(start_head, snapshots.head[0]) > 0
     assert _change(snapshots.backbone[0], snapshots.backbone[1]) > 0  # epoch 2: everything
     assert not model.head_only  # the stage ends with the training
-
-
-def test_a_run_resumed_inside_the_linear_probe_keeps_that_stage():
-    """The stage is a function of the epoch: `fit(initial_epoch=1)` with 2 probe epochs still probes."""
-    x, y = _data()
-    model = _model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    start_backbone = _values(model, False)
-    snapshots = _Snapshots()
-    model.fit(x, y, batch_size=4, epochs=3, initial_epoch=1, verbose=0, callbacks=[LinearProbeStage(2), snapshots])
-    assert _change(start_backbone, snapshots.backbone[0]) == 0.0  # epoch index 1 < 2: probing
-    assert _change(snapshots.backbone[0], snapshots.backbone[1]) > 0  # epoch index 2: fine-tuning
+    # The stage is a function of the epoch: resumed at epoch index 1 with 2 probe epochs, it still probes.
+    resumed = _Snapshots()
+    before = _values(model, False)
+    model.fit(x, y, batch_size=4, epochs=3, initial_epoch=1, verbose=0, callbacks=[LinearProbeStage(2), resumed])
+    assert _change(before, resumed.backbone[0]) == 0.0  # epoch index 1 < 2: probing
+    assert _change(resumed.backbone[0], resumed.backbone[1]) > 0  # epoch index 2: fine-tuning
 
 
 JAX_CONTROLS = """

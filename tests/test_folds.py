@@ -56,7 +56,7 @@ def csv_set(tmp_path_factory):
 def folds_run(csv_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("folds-run") / "run"
     result = run_train(["--dataset", "csv", "--csv", str(csv_set / "scores.csv"), "--manual-dir",
-                        str(csv_set / "images"), "--folds", "3", *TINY_FOLDS, "--output-dir", str(out)])
+                        str(csv_set / "images"), "--folds", "2", *TINY_FOLDS, "--output-dir", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -64,7 +64,7 @@ def folds_run(csv_set, tmp_path_factory):
 def test_folds_test_every_image_once_and_pool_their_predictions(folds_run):
     out = folds_run
     record = json.loads((out / "folds.json").read_text())
-    assert record["folds"] == 3 and record["seed"] == 0
+    assert record["folds"] == 2 and record["seed"] == 0
     with open(out / "oof_predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     names = [r["file_name"] for r in rows]
@@ -73,7 +73,7 @@ def test_folds_test_every_image_once_and_pool_their_predictions(folds_run):
     for level in range(IMAGES // 2):  # grouping respected: both images of a reference in one fold
         assert fold_of[f"im{2 * level:02d}.png"] == fold_of[f"im{2 * level + 1:02d}.png"]
     tested = []
-    for k in range(3):
+    for k in range(2):
         split = json.loads((out / f"fold-{k}" / "split.json").read_text())
         assert not set(split["test"]) & set(split["train"] + split["validation"])
         assert split["validation"], "each fold selects its epoch on a validation part of its own training images"
@@ -91,7 +91,7 @@ def test_folds_test_every_image_once_and_pool_their_predictions(folds_run):
     predictions = np.array([float(r["prediction"]) for r in rows])
     assert np.ptp(predictions) > 0  # the models' scores differ across images
     assert [r["epoch"] for r in record["pooled_srcc_by_epoch"]] == [1, 2]
-    assert len(record["per_fold"]) == 3 and all(r["best_epoch"] in (1, 2) for r in record["per_fold"])
+    assert len(record["per_fold"]) == 2 and all(r["best_epoch"] in (1, 2) for r in record["per_fold"])
     # The final model: every image, the epoch count the folds chose.
     epochs = record["final_epochs"]
     assert epochs in (1, 2) and record["final_model"]["epochs_run"] == epochs
@@ -110,7 +110,7 @@ def test_evaluate_prints_the_yardsticks_on_the_same_folds(folds_run, csv_set, tm
          "--pristine", str(csv_set / "pristine"), "--bootstrap", "50", "--no-progress", "--output-dir", str(out)],
         cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "3-fold pooled out-of-fold (18 images)" in result.stdout
+    assert "2-fold pooled out-of-fold (18 images)" in result.stdout
     assert "niqe on the same 18 images" in result.stdout and "brisque on the same 18 images" in result.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["num_items"] == IMAGES

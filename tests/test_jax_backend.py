@@ -270,6 +270,7 @@ print("JAX-RUN-OK", json.dumps(results["test"]))
 """
 
 
+@pytest.mark.slow  # bash .ci/run-slow; the default suite's JAX kill-and-resume runs without TensorFlow too
 def test_jax_training_run_without_tensorflow(tmp_path):
     out = run_python(JAX_TRAINING_RUN, "jax", tmp_path, block_tensorflow=True)
     assert "JAX-RUN-OK" in out
@@ -277,9 +278,11 @@ def test_jax_training_run_without_tensorflow(tmp_path):
 
 def test_killed_jax_run_resumes_at_the_next_epoch(tmp_path):
     """The one training driver resumes on JAX as on TensorFlow: SIGKILL after the first epoch's checkpoint,
-    and the same command continues from the second epoch, with every epoch in history.csv once."""
+    and the same command continues from the second epoch, with every epoch in history.csv once; TensorFlow
+    unimportable throughout (a JAX-only machine)."""
     out = tmp_path / "run"
-    args = ["--backend", "jax", *TINY_SET, "--epochs", "3", "--steps-per-epoch", "2", "--output-dir", str(out)]
+    args = ["--block-tensorflow", "--backend", "jax", *TINY_SET, "--epochs", "3", "--steps-per-epoch", "2",
+            "--output-dir", str(out)]
     state = kill_after_first_checkpoint(args, out, run_env())
     assert state["epoch"] == 1 and state["step"] == 0, state  # killed between epochs 1 and 2
     assert not (out / "metrics.json").exists()
@@ -287,6 +290,7 @@ def test_killed_jax_run_resumes_at_the_next_epoch(tmp_path):
                             timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "resuming from epoch 2, step 0" in result.stdout and "(jax backend)" in result.stdout
+    assert "NO-TENSORFLOW-IMPORTED" in result.stdout
     assert "Epoch 1/3" not in result.stdout and "Epoch 2/3" in result.stdout  # no finished epoch repeated
     assert history_epochs(out) == [0, 1, 2]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -109,6 +109,7 @@ def test_mixed_model_keeps_the_head_and_the_loss_in_float32(device, tmp_path):
     assert ADTRSModel.from_config(config).precision == "float32"
 
 
+@pytest.mark.slow  # bash .ci/run-slow; the default suite keeps the bfloat16 model's build, save and load
 def test_bfloat16_training_run_saves_and_loads_with_the_same_scores(default_data_dir, tmp_path):
     """`train --precision mixed_bfloat16` at crop 64: the run's test scores are those of its model.keras, reloaded."""
     out = tmp_path / "run"
@@ -191,6 +192,7 @@ def _run_module(module, args, **env):
                           text=True, timeout=900)
 
 
+@pytest.mark.slow  # bash .ci/run-slow; the default suite keeps the bfloat16 pre-training model
 def test_bfloat16_pretrain_command_saves_a_model_that_loads_in_bfloat16(tmp_path):
     out = tmp_path / "pretrain"
     # Forced, so that the test also runs on CPUs without AVX512-BF16 (emulated there).
@@ -262,7 +264,15 @@ def test_export_precision_option(tmp_path, capsys):
         assert exit_.value.code == 2
         assert f"--format {fmt} --precision mixed_bfloat16 is not supported: {fmt} exports float32 models" in (
             capsys.readouterr().err)
-    # A bfloat16 model: refused as it is, exported with --precision float32.
+
+
+@pytest.mark.slow  # an ONNX conversion, about a minute: bash .ci/run-slow
+def test_a_bfloat16_model_exports_to_onnx_as_a_float32_copy(tmp_path, capsys):
+    """A bfloat16 model: refused by the ONNX export as it is, exported with --precision float32."""
+    from keras_adtrs import export as export_command
+
+    model = random_score_head(keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_offset=50.0,
+                                                      score_scale=10.0))
     mixed = tmp_path / "bfloat16.keras"
     with_precision(model, "mixed_bfloat16").save(mixed)
     bf16_base = ["--model", str(mixed), "--export-dir", str(tmp_path / "artifacts"), "--format", "onnx"]

@@ -190,6 +190,7 @@ TINY_PRETRAIN = ["--crop-size", "64", "--groups", "2", "--levels", "3", "--proce
                  "--steps", "4", "--steps-per-epoch", "2", "--kinds", "blur,noise,underexposure"]
 
 
+@pytest.mark.slow  # bash .ci/run-slow; the default suite keeps the training run's kill-and-resume (the same resume module) and init_from
 def test_killed_pretraining_resumes_and_train_starts_from_it(tmp_path):
     """SIGKILL after the first epoch's checkpoint; the same command finishes; train --init-from uses it."""
     out = tmp_path / "pretrain"

@@ -193,6 +193,7 @@ def test_the_command_names_bad_settings(world, tmp_path):
         assert result.returncode == 2 and named in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.slow  # the benchmark script at tiny size: bash .ci/run-slow
 def test_scale_benchmark_prints_its_table(world, tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--images", "12", "--source", str(world / "photos"),

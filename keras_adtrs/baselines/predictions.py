@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_adtrs.baselines.brisque import BRISQUERegressor, brisque_features
 from keras_adtrs.baselines.niqe import NIQEModel
+from keras_adtrs.errors import DataSetError
 
 #: The yardsticks `evaluate --baseline` knows.
 BASELINES = ("niqe", "brisque")
@@ -54,8 +55,18 @@ class SourceFeatures:
         return np.stack([self._brisque[int(i)] for i in indices])
 
     def brisque(self, train, test, seed=0):
-        """Scores of the `test` images by a BRISQUE regressor fitted on the `train` images' labels."""
-        regressor = BRISQUERegressor(seed=seed).fit(self.brisque_features(train),
+        """Scores of the `test` images by a BRISQUE regressor fitted on the `train` images' labels.
+
+        The regressor picks its kernel width and ridge by an inner 5-fold split of `train`;
+        with fewer than 10 training images, by as many folds as give 2 images each.
+
+        Raises:
+            DataSetError: fewer than 4 training images.
+        """
+        if len(train) < 4:
+            raise DataSetError(f"BRISQUE needs at least 4 training images with scores, got {len(train)}")
+        folds = min(5, len(train) // 2)
+        regressor = BRISQUERegressor(folds=folds, seed=seed).fit(self.brisque_features(train),
                                                     np.asarray(self.source.scores)[np.asarray(train)])
         return regressor.predict(self.brisque_features(test))
 

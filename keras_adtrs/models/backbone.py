@@ -29,7 +29,14 @@ import numpy as np
 from keras_adtrs.errors import SettingError
 from keras_adtrs.models import layers as adtrs_layers
 from keras_adtrs.models.resnet import BACKBONE_INPUT_NORMALIZATION, build_stages
-from keras_adtrs.models.precision import PRECISIONS, current_precision, precision_scope, validate_precision
+from keras_adtrs.defaults import AUTO_PRECISION
+from keras_adtrs.models.precision import (
+    PRECISIONS,
+    choose_precision,
+    current_precision,
+    precision_scope,
+    validate_precision,
+)
 
 #: Average-pooling window of each stage's map, so every level is `g x g`.
 POOL_WINDOWS = (8, 4, 2, 1)
@@ -64,7 +71,9 @@ def resolve_input_normalization(architecture, input_normalization):
 
 
 def resolve_precision(precision):
-    """`precision`, or Keras' global dtype policy when None (which must be one of `PRECISIONS`)."""
+    """`precision` (`auto` chosen from this machine), or Keras' global dtype policy when None."""
+    if precision == AUTO_PRECISION:
+        return choose_precision(precision)[0]
     if precision is None:
         precision = current_precision()
         if precision not in PRECISIONS:
@@ -95,7 +104,9 @@ class ADTRSBackbone(keras.Model):
         batchnorm_momentum: float. Moving-statistics momentum of every
             BatchNorm (Keras convention). Defaults to `0.9` (torch's 0.1).
         precision: str or None. `"float32"`, `"mixed_bfloat16"` or
-            `"mixed_float16"`: the layers compute in it. Defaults to None
+            `"mixed_float16"`: the layers compute in it; `"auto"` chooses
+            `mixed_bfloat16` where this machine runs bfloat16 fast, else
+            `float32` (the config records the choice). Defaults to None
             (Keras' global dtype policy).
         **kwargs: `keras.Model` arguments (`name`, ...).
     """

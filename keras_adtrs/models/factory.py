@@ -9,7 +9,7 @@ to compute in another precision with the same weights.
 from keras_adtrs.errors import SettingError
 from keras_adtrs.models.adtrs import ADTRSModel
 from keras_adtrs.models.backbone import ADTRSBackbone
-from keras_adtrs.models.precision import check_precision, validate_precision
+from keras_adtrs.models.precision import check_precision, choose_precision
 from keras_adtrs.models.weights import copy_backbone, load_backbone_weights
 
 #: `build_adtrs` keywords that configure the backbone (the rest go to `ADTRSModel`).
@@ -49,8 +49,10 @@ def build_adtrs(
             `backbone_weights` must be `"imagenet"` (the default, not
             downloaded) or None. Defaults to `None`.
         precision: str or None. `"float32"`, `"mixed_bfloat16"` (CPUs with
-            AVX512-BF16 or AMX, TPUs, recent GPUs) or `"mixed_float16"`
-            (GPUs); checked against this machine
+            AVX512-BF16 or AMX, TPUs, recent GPUs), `"mixed_float16"`
+            (GPUs), or `"auto"` (`mixed_bfloat16` where this machine runs
+            bfloat16 fast, else `float32`; the model records the choice);
+            checked against this machine
             (`keras_adtrs.models.precision.check_precision`: a precision the
             device lacks raises `UnsupportedPrecisionError`). The score head
             and the loss stay float32. Defaults to `None`: Keras' global dtype
@@ -70,7 +72,7 @@ def build_adtrs(
     (2,)
     """
     if precision is not None:
-        check_precision(precision)
+        precision = check_precision(precision)  # `auto`: the precision chosen for this machine
     if init_from is not None and backbone_weights not in (None, "none", "imagenet"):
         raise SettingError("init_from", f"and backbone_weights ({backbone_weights!r}) both set the backbone's "
                            "weights: pass one")
@@ -98,7 +100,8 @@ def with_precision(model, precision):
     Args:
         model: an `ADTRSModel` (not a folded inference copy: convert first,
             then fold).
-        precision: str. One of `keras_adtrs.models.precision.PRECISIONS`.
+        precision: str. One of `keras_adtrs.models.precision.PRECISIONS`, or
+            `"auto"` (chosen for this machine).
 
     Returns:
         An `ADTRSModel`.
@@ -106,7 +109,7 @@ def with_precision(model, precision):
     Example:
     >>> serving = with_precision(model, "mixed_bfloat16")  # doctest: +SKIP
     """
-    validate_precision(precision)
+    precision = choose_precision(precision)[0]
     if model.precision == precision:
         return model
     if model.batchnorm_folded:

@@ -10,6 +10,11 @@ Three precisions, Keras dtype-policy names:
 - `mixed_float16`: layers compute in float16 with loss scaling in training.
   For GPUs.
 
+`auto` is not a fourth precision but a choice (`choose_precision`):
+`mixed_bfloat16` where this machine runs bfloat16 fast (a CPU with
+AVX512-BF16 or AMX, a TPU, a GPU of compute capability 8.0 or newer),
+`float32` elsewhere. A model records the precision chosen, never `auto`.
+
 Under both mixed precisions the score head, the loss terms, the L2
 normalisation, the L2 pooling, the attention softmax and every BatchNorm
 compute in float32 (`keras_adtrs.models.adtrs`, `keras_adtrs.models.layers`).
@@ -35,8 +40,9 @@ import os
 
 import keras
 
-from keras_adtrs.defaults import PRECISIONS
+from keras_adtrs.defaults import AUTO_PRECISION, PRECISIONS
 from keras_adtrs.errors import SettingError
+
 #: /proc/cpuinfo flags of CPUs with native bfloat16 arithmetic.
 CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: GPUs from this compute capability on (NVIDIA Ampere) have bfloat16 units.
@@ -153,6 +159,24 @@ def precision_support(name, summary=None):
     return ok, _describe(summary)
 
 
+def choose_precision(name):
+    """The precision `name` stands for on this machine: `auto` chosen from the device, any other as it is.
+
+    Returns:
+        `(precision, why)`: a name of `PRECISIONS` and, for `auto`, what decided
+        it (the device); `why` is None for a precision given by name.
+
+    Example:
+    >>> choose_precision("float32")
+    ('float32', None)
+    """
+    if name != AUTO_PRECISION:
+        return validate_precision(name), None
+    fast, device = precision_support("mixed_bfloat16")
+    chosen = "mixed_bfloat16" if fast else "float32"
+    return chosen, f"auto: {chosen} on {device}"
+
+
 NEEDS = {
     "mixed_bfloat16": "a CPU with AVX512-BF16 or AMX (/proc/cpuinfo flag avx512_bf16 or amx_bf16), a TPU, "
                       "or a GPU of compute capability 8.0 or newer",
@@ -161,13 +185,14 @@ NEEDS = {
 
 
 def check_precision(name):
-    """Returns `name` when this machine computes in it; raises otherwise.
+    """Returns `name` (`auto`: the precision chosen) when this machine computes in it; raises otherwise.
 
     Raises:
         ValueError: `name` is not one of `PRECISIONS`.
         UnsupportedPrecisionError: the device lacks it; the message names the
             precision, what it needs and what this machine has.
     """
+    name = choose_precision(name)[0]
     ok, device = precision_support(name)
     if not ok and os.environ.get(FORCE_VARIABLE, "") in ("", "0"):
         raise UnsupportedPrecisionError(

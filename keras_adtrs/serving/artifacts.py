@@ -24,6 +24,7 @@ import hashlib
 import os
 import uuid
 
+from keras_adtrs.defaults import TEST_CROPS
 from keras_adtrs.errors import SettingError
 from keras_adtrs.serving.signatures import ARTIFACT_INPUT, ARTIFACT_OUTPUT, EXTENSIONS, metadata_path
 from keras_adtrs.reporting import write_json
@@ -178,7 +179,8 @@ def score_description(model, run_record=None):
     return description
 
 
-def deployment_record(model, fmt, quantize=None, source_model=None, run_record=None, num_crops=9):
+def deployment_record(model, fmt, quantize=None, source_model=None, run_record=None, num_crops=TEST_CROPS,
+                      precision_choice=None):
     """The fields every artifact's metadata holds (also the SavedModel's `deployment` block).
 
     Args:
@@ -188,6 +190,9 @@ def deployment_record(model, fmt, quantize=None, source_model=None, run_record=N
         source_model: str or None. The `.keras` file it came from (hashed).
         run_record: dict or None. The run's `config.json`, for the score's meaning.
         num_crops: int. Crops per image in the grid images should be scored with.
+        precision_choice: str or None. How an `auto` precision was chosen
+            (`keras_adtrs.models.precision.choose_precision`), recorded beside
+            the precision.
 
     Returns:
         dict, JSON-serialisable.
@@ -228,10 +233,12 @@ def deployment_record(model, fmt, quantize=None, source_model=None, run_record=N
         "batchnorm_folded": int(getattr(model, "batchnorm_folded", 0)),
         # The compute precision inside (float32 for LiteRT and ONNX; a SavedModel may be mixed: export --precision).
         "precision": getattr(getattr(model, "dtype_policy", None), "name", "float32"),
+        "precision_chosen_by": precision_choice,
     }
 
 
-def artifact_metadata(model, path, fmt, quantize=None, source_model=None, run_record=None, num_crops=9, converter=None):
+def artifact_metadata(model, path, fmt, quantize=None, source_model=None, run_record=None, num_crops=TEST_CROPS,
+                      converter=None):
     """`deployment_record` plus the artifact's own file, size, hash and converter.
 
     Args:

@@ -55,6 +55,7 @@ from keras_adtrs.serving.signatures import (
     SCORE_OUTPUT,
     WARMUP_FILE,
 )
+from keras_adtrs.defaults import TEST_CROPS
 from keras_adtrs.version import __version__
 
 
@@ -228,7 +229,7 @@ def write_warmup_requests(path, name, images):
             writer.write(log.SerializeToString())
 
 
-def _metadata(model, name, version, num_crops, max_pixels, source_model=None, run_record=None):
+def _metadata(model, name, version, num_crops, max_pixels, source_model=None, run_record=None, precision_choice=None):
     try:
         config = model.get_config()
         json.dumps(config)
@@ -257,7 +258,8 @@ def _metadata(model, name, version, num_crops, max_pixels, source_model=None, ru
         "model_config": config,
         # What every artifact's metadata holds (keras_adtrs.serving.artifacts): the
         # crop model inside, its input and range, the score's meaning, the source's hash.
-        "deployment": deployment_record(model, "savedmodel", None, source_model, run_record, num_crops),
+        "deployment": deployment_record(model, "savedmodel", None, source_model, run_record, num_crops,
+                                        precision_choice),
     }
 
 
@@ -277,13 +279,14 @@ def export_model(
     export_dir,
     name="adtrs",
     version=None,
-    num_crops=9,
+    num_crops=TEST_CROPS,
     max_pixels=DEFAULT_MAX_PIXELS,
     overwrite=False,
     warmup_images=None,
     fold_batchnorm=True,
     source_model=None,
     run_record=None,
+    precision_choice=None,
 ):
     """Exports an ADTRS model as a versioned SavedModel for TF Serving.
 
@@ -319,6 +322,8 @@ def export_model(
             sha256 goes into the metadata. Defaults to `None`.
         run_record: dict or None. The training run's `config.json`, for the
             score's meaning and direction in the metadata. Defaults to `None`.
+        precision_choice: str or None. How an `auto` precision was chosen
+            (recorded in the metadata). Defaults to `None`.
 
     Returns:
         str, the path of the version folder.
@@ -378,7 +383,8 @@ def export_model(
         os.makedirs(extra, exist_ok=True)
         write_warmup_requests(os.path.join(extra, WARMUP_FILE), name, warmup)
         with open(os.path.join(extra, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(_metadata(served, name, version, num_crops, max_pixels, source_model, run_record), f, indent=2)
+            json.dump(_metadata(served, name, version, num_crops, max_pixels, source_model, run_record,
+                                precision_choice), f, indent=2)
         _move_into_place(tmp_dir, final_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

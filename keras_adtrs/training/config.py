@@ -23,7 +23,7 @@ from keras_adtrs.defaults import (
     BACKENDS,
     DATASETS,
     OPTIONS,
-    PRECISIONS,
+    PRECISION_CHOICES,
     SCORE_BATCH_SIZE,
     STRATEGIES,
     TEST_CROPS,
@@ -74,9 +74,10 @@ def _backend():
 
 def _precision(extra=""):
     return _setting(
-        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs) "
-        "or mixed_float16 (GPUs; with loss scaling); the score head" + extra + " and the loss(es) stay float32",
-        "training", choices=PRECISIONS, aliases={"--mixed-precision": "mixed_float16"})
+        "float32", "compute precision: float32, mixed_bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs, recent GPUs), "
+        "mixed_float16 (GPUs; with loss scaling), or auto (mixed_bfloat16 where the machine runs bfloat16 fast, "
+        "else float32; the run records the choice); the score head" + extra + " and the loss(es) stay float32",
+        "training", choices=PRECISION_CHOICES, aliases={"--mixed-precision": "mixed_float16"})
 
 
 def _checkpoint_every_steps():

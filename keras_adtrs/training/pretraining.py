@@ -126,7 +126,7 @@ def run_pretraining(config: PretrainConfig):
     config = check_config(config)
     run = RunDir(config.output_dir)
     run.check_writable()
-    check_precision(config.precision)  # the model computes in it: fail now if this machine lacks it
+    precision = check_precision(config.precision)  # the model computes in it: fail now if this machine lacks it
     started = time.time()
     say = print if config.verbose else (lambda *a, **k: None)
     keras.utils.set_random_seed(config.seed)
@@ -137,7 +137,7 @@ def run_pretraining(config: PretrainConfig):
 
     model = PretrainingModel(
         ADTRSBackbone(crop_size=config.crop_size, architecture=config.backbone,
-                      batchnorm_momentum=config.batchnorm_momentum, precision=config.precision),
+                      batchnorm_momentum=config.batchnorm_momentum, precision=precision),
         num_classes=num_classes(kinds),
         group_size=config.levels,
         objective=config.objective,
@@ -176,7 +176,8 @@ def run_pretraining(config: PretrainConfig):
     batch_size = config.groups * config.levels
     say(f"pre-training {config.steps} steps of {config.groups} groups x {config.levels} levels "
         f"({batch_size} crops), crop {config.crop_size}, objective {config.objective}, "
-        f"{len(kinds)} distortions, {config.precision}, backend {keras.backend.backend()}")
+        f"{len(kinds)} distortions, {precision}" + (" (auto)" if config.precision == "auto" else "")
+        + f", backend {keras.backend.backend()}")
 
     def batches(first_step):
         return DistortionBatches(references, config.crop_size, kinds, config.groups, config.levels,

@@ -41,7 +41,7 @@ from keras_adtrs.data.splits import split_by_group
 from keras_adtrs.errors import SettingError
 from keras_adtrs.models.factory import build_adtrs
 from keras_adtrs.models.fine_tuning import LinearProbeStage, PartwiseAdam
-from keras_adtrs.models.precision import check_precision
+from keras_adtrs.models.precision import check_precision, choose_precision
 from keras_adtrs.models.scoring import score
 from keras_adtrs.reporting import fmt_metric, summary_table
 from keras_adtrs.training import resume
@@ -172,6 +172,8 @@ def run_record(config, model, source, parts, label_mean, label_std, steps, engin
         **engine.record(),
         **extra,
         "backbone_weights": model.backbone_weights_info,
+        "precision": {"requested": config.precision, "computes_in": model.precision,
+                      "chosen_by": choose_precision(config.precision)[1]},
         "fine_tuning": dict(model.fine_tuning),
         "model": model.get_config(),
         "data_set": {
@@ -275,6 +277,9 @@ def run_training(config: TrainConfig, source=None, split=None, extra_callbacks=(
     check_precision(config.precision)  # the model computes in it: fail now if this machine lacks it
     keras.utils.set_random_seed(config.seed)
     say = print if config.verbose else (lambda *a, **k: None)
+    chosen_by = choose_precision(config.precision)[1]
+    if chosen_by:
+        say(f"precision {chosen_by}")
 
     if source is None:
         source = load_source(config.dataset, data_dir=config.data_dir, manual_dir=config.manual_dir,
