@@ -186,7 +186,7 @@ def test_pretraining_ablation_prints_its_table(tmp_path):
     assert refused.returncode != 0 and "rows 3-6 need --init-from" in refused.stderr
 
 
-@pytest.mark.large
+@pytest.mark.slow  # a K-fold run and both yardsticks, over a minute; test_folds.py covers both: bash .ci/run-slow
 def test_clive_recipes_prints_its_table(tmp_path):
     """`benchmarks/clive_recipes.py` at tiny size: one training row (2 folds) and both yardsticks on its folds."""
     import json

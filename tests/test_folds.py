@@ -126,3 +126,36 @@ def test_evaluate_prints_the_yardsticks_on_the_same_folds(folds_run, csv_set, tm
     refused = subprocess.run([sys.executable, "-m", "keras_adtrs.evaluate", "--model", str(tmp_path)], cwd=REPO,
                              env=run_env(), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "no folds.json there" in refused.stderr
+
+
+def test_a_rerun_keeps_the_folds_that_finished(folds_run, csv_set, tmp_path):
+    """A K-fold run killed after its folds, run again into its folder: the finished folds are kept, not retrained
+    (a fold that was interrupted resumes from its checkpoint as any run does: test_distribute.py)."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(folds_run, out)
+    shutil.rmtree(out / "final")
+    (out / "oof_predictions.csv").unlink()
+    with open(folds_run / "oof_predictions.csv") as handle:
+        before = {r["file_name"]: r for r in csv.DictReader(handle)}
+    kept = [(out / f"fold-{k}" / "model.keras").stat().st_mtime_ns for k in range(2)]
+    result = run_train(["--dataset", "csv", "--csv", str(csv_set / "scores.csv"), "--manual-dir",
+                        str(csv_set / "images"), "--folds", "2", *TINY_FOLDS, "--no-final-model",
+                        "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(out / f"fold-{k}" / "model.keras").stat().st_mtime_ns for k in range(2)] == kept  # not trained again
+    with open(out / "oof_predictions.csv") as handle:
+        after = {r["file_name"]: r for r in csv.DictReader(handle)}
+    assert after == before
+    # Other settings or other test images: not the same fold, so it would be trained again.
+    from keras_adtrs.training.protocol import finished_fold
+    from keras_adtrs.training.run_dir import RunDir
+
+    run = RunDir(str(out / "fold-0"))
+    settings = run.settings()
+    names = list(before)
+    test_names = [n for n in names if before[n]["fold"] == "0"]
+    assert finished_fold(run, settings, test_names) is not None
+    assert finished_fold(run, {**settings, "crop_size": 96}, test_names) is None
+    assert finished_fold(run, settings, test_names[1:]) is None

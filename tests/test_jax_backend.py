@@ -116,7 +116,7 @@ model.compile(optimizer=keras.optimizers.Adam(1e-3))
 step = floats(model.train_on_batch(images, labels, return_dict=True))
 evaluated = model.evaluate(images, labels, batch_size=6, verbose=0, return_dict=True)
 assert set(evaluated) == set(step), (sorted(evaluated), sorted(step))
-history = model.fit(images, labels, batch_size=3, epochs=1, verbose=0)
+history = model.fit(images, labels, batch_size=6, epochs=1, verbose=0)  # the compiled step's batch: no retrace
 assert np.isfinite(history.history["loss"]).all()
 model.save("model.keras")
 probe = np.random.default_rng(3).uniform(0, 255, (3, 64, 64, 3)).astype("float32")

@@ -68,13 +68,14 @@ def test_cpu_flags_and_the_alias_option(tmp_path):
     assert precision.cpu_flags(str(info)) == ("Some CPU", {"fpu", "avx512f", "avx512_bf16", "amx_tile"})
     assert precision.cpu_flags(str(tmp_path / "missing")) == ("unknown CPU", set())
     from keras_adtrs.train import build_parser
-    from keras_adtrs.training.config import PRECISIONS
+    from keras_adtrs.defaults import PRECISION_CHOICES, PRECISIONS
 
-    assert PRECISIONS == precision.PRECISIONS
+    assert PRECISIONS == precision.PRECISIONS and "auto" in PRECISION_CHOICES
     parser = build_parser()
     assert parser.parse_args([]).precision == "float32"
     assert parser.parse_args(["--mixed-precision"]).precision == "mixed_float16"  # older command lines
     assert parser.parse_args(["--precision", "mixed_bfloat16"]).precision == "mixed_bfloat16"
+    assert parser.parse_args(["--precision", "auto"]).precision == "auto"
 
 
 def test_mixed_model_keeps_the_head_and_the_loss_in_float32(device, tmp_path):

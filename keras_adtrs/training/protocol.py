@@ -24,10 +24,16 @@ fold, and also scores its test fold after every epoch. Then:
   schedule stays that of the whole run), unless `final_model` is False.
 
 `OUTPUT_DIR/folds.json` records all of it.
+
+Run again into the same folder after a kill, `run_folds` keeps each fold that
+finished with the same settings (its `metrics.json` and predictions, no
+resume checkpoint left), resumes the fold that was interrupted from its
+checkpoint, and runs the rest.
 """
 
 import csv
 import dataclasses
+import json
 import os
 import warnings
 
@@ -39,6 +45,7 @@ from keras_adtrs.data.splits import Split, kfold_by_group
 from keras_adtrs.defaults import BOOTSTRAP_RESAMPLES
 from keras_adtrs.reporting import fmt_metric, summary_table, to_json, write_json
 from keras_adtrs.training.config import TrainConfig, check_train_config, resolve_defaults
+from keras_adtrs.training.resume import FIXED_SETTINGS
 from keras_adtrs.training.run import StopAfterEpochs, run_training
 from keras_adtrs.training.run_dir import RunDir
 
@@ -133,6 +140,27 @@ def _write_oof(path, names, labels, folds, predictions):
             writer.writerow([name, f"{label:.6g}", int(fold), f"{prediction:.6g}"])
 
 
+def finished_fold(run, settings, test_names):
+    """The metrics of a fold that finished earlier with these settings and test images, or None.
+
+    Args:
+        run: the fold's `RunDir`.
+        settings: dict of the fold's `TrainConfig` fields.
+        test_names: the file names of the fold's test images.
+    """
+    if os.path.isdir(run.checkpoint_dir) or not all(
+            os.path.isfile(p) for p in (run.metrics_path, run.predictions_path, run.epoch_predictions_path)):
+        return None
+    saved = run.settings()
+    if any(saved.get(k) != settings.get(k) for k in (*FIXED_SETTINGS, "epochs")):
+        return None
+    names, _, _ = run.read_predictions()
+    if sorted(names) != sorted(test_names):
+        return None
+    with open(run.metrics_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def run_folds(config: TrainConfig, source=None):
     """K-fold cross-validation by group, pooled out-of-fold metrics, and a final model.
 
@@ -160,8 +188,12 @@ def run_folds(config: TrainConfig, source=None):
     for k, split in enumerate(splits):
         fold_config = dataclasses.replace(config, folds=1, output_dir=base.child(f"fold-{k}").path, export=False)
         say(f"\n=== fold {k + 1} of {config.folds} (seed {config.seed}) ===")
-        result = run_training(fold_config, source=source, split=split, score_test_each_epoch=True)
         run = RunDir(fold_config.output_dir)
+        result = finished_fold(run, dataclasses.asdict(fold_config), [source.names[i] for i in split.test])
+        if result is not None:
+            say(f"fold {k + 1} finished earlier with the same settings: kept ({run.path})")
+        else:
+            result = run_training(fold_config, source=source, split=split, score_test_each_epoch=True)
         names, _, predictions = run.read_predictions()
         oof[split.test] = predictions
         fold_of[split.test] = k
