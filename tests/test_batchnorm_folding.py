@@ -55,6 +55,7 @@ def test_folded_copy_scores_like_the_model_which_is_left_untouched(backbone):
     assert model.batchnorm_folded == 0 and folded.get_config() == model.get_config()
 
 
+@pytest.mark.large
 def test_folded_copy_saves_loads_and_refuses_to_train(tmp_path):
     model, images = _model_with_trained_statistics("resnet50", seed=1)
     folded = keras_adtrs.fold_batchnorm(model)
@@ -74,6 +75,7 @@ def test_folded_copy_saves_loads_and_refuses_to_train(tmp_path):
         keras_adtrs.fold_batchnorm(keras.Sequential([keras.layers.Dense(1)]))
 
 
+@pytest.mark.large
 def test_export_serves_the_folded_copy_with_the_same_scores(tmp_path):
     import tensorflow as tf
 

@@ -23,6 +23,7 @@ def _throughput(modes):
     )
 
 
+@pytest.mark.large
 def test_throughput_benchmark_prints_its_table():
     """Two rows at crop 64: the table's header and columns (the slow test below runs every mode)."""
     out = _throughput(["inference", "score"])
@@ -124,15 +125,15 @@ def _photos(folder, count=3):
 
 @pytest.mark.slow  # two commands, each several minutes on 2 cores: bash .ci/run-slow
 def test_clive_pipeline_script_runs_both_commands(tmp_path):
-    """`benchmarks/clive_pipeline.sh` at tiny size on the LIVE-C dummy release: pretrain, then train --init-from."""
+    """`benchmarks/clive_pipeline.sh` at tiny size on the LIVE-C dummy release: pretrain, then the recipe with
+    --init-from on every image."""
     out = tmp_path / "out"
     env = {
         **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHON": sys.executable, "CLIVE": str(LIVE_C_DUMMY),
-        "PHOTOS": str(_photos(tmp_path / "photos")), "PRETRAIN_STEPS": "2", "EPOCHS": "1",
-        "EXTRA_PRETRAIN": "--steps-per-epoch 1 --groups 2 --levels 2 --quiet",
-        # The script trains on every image (--test-fraction 0): two of the four select the epoch.
-        "EXTRA_TRAIN": f"--validation-fraction 0.5 --test-crops 1 --crops-per-image 2 --batch-size 2 "
-                       f"--data-dir {tmp_path / 'tfds'} --quiet",
+        "PHOTOS": str(_photos(tmp_path / "photos")), "PRETRAIN_STEPS": "2",
+        "EXTRA_PRETRAIN": "--crop-size 64 --steps-per-epoch 1 --groups 2 --levels 2 --quiet",
+        "EXTRA_TRAIN": f"--crop-size 64 --epochs 1 --linear-probe-epochs 1 --test-crops 1 --crops-per-image 2 "
+                       f"--batch-size 2 --data-dir {tmp_path / 'tfds'} --quiet",
     }
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "clive_pipeline.sh"), str(out)], env=env,
                             capture_output=True, text=True, timeout=900)
@@ -142,15 +143,22 @@ def test_clive_pipeline_script_runs_both_commands(tmp_path):
 
     pipeline = json.loads((out / "pipeline.json").read_text())
     assert pipeline["pretrain_steps"] == 2 and pipeline["total_seconds"] >= 0
+    assert pipeline["recipe"].endswith("recipes/clive_probe.yaml")
     pretrain_config = json.loads((out / "pretrain" / "config.json").read_text())
     read = json.dumps(pretrain_config)
     assert "trainingImages" in read and str(tmp_path / "photos") in read  # both sources, no LIVE-C scored image
     train_config = json.loads((out / "train" / "config.json").read_text())
-    assert "init_from" in json.dumps(train_config) and train_config["settings"]["test_fraction"] == 0
-    # A missing release is named.
+    settings = train_config["settings"]
+    assert "init_from" in json.dumps(train_config)
+    assert settings["test_fraction"] == 0 and settings["validation_fraction"] == 0
+    assert settings["linear_probe_epochs"] == 1 and settings["crop_size"] == 64  # the recipe, flags override it
+    # A missing release and a missing recipe are named.
     bad = subprocess.run(["bash", str(REPO / "benchmarks" / "clive_pipeline.sh"), str(tmp_path / "bad")],
                          env={**env, "CLIVE": str(tmp_path / "nowhere")}, capture_output=True, text=True)
     assert bad.returncode == 2 and "no LIVE-C release at" in bad.stderr and str(tmp_path / "nowhere") in bad.stderr
+    bad = subprocess.run(["bash", str(REPO / "benchmarks" / "clive_pipeline.sh"), str(tmp_path / "bad")],
+                         env={**env, "RECIPE": str(tmp_path / "none.yaml")}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no recipe file at" in bad.stderr
 
 
 @pytest.mark.slow  # two training runs: bash .ci/run-slow

@@ -201,6 +201,7 @@ def test_torchvision_resnet50_seeds_backbone(state_dict):
         convert.from_torchvision_resnet50(torchvision, model)
 
 
+@pytest.mark.large
 def test_cli_converts_npz(state_dict, tmp_path, capsys):
     import keras
 

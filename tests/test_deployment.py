@@ -26,6 +26,8 @@ from keras_adtrs.metrics import srcc
 from keras_adtrs.models.folding import folded_for_inference
 from keras_adtrs.serving.artifacts import ONNX_OPSET, TOLERANCES, check_combination, file_sha256
 
+pytestmark = pytest.mark.large  # every export format, built once per module
+
 pytest.importorskip("onnxruntime", reason="the onnx extra: pip install -e '.[onnx]' (bash .ci/run installs it)")
 pytest.importorskip("tf2onnx", reason="the onnx extra: pip install -e '.[onnx]' (bash .ci/run installs it)")
 

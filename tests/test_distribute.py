@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO
 from keras_adtrs.errors import ResumeError, SettingError
 from run_helpers import (
+
     HELPER,
     TINY_SET,
     checkpoint_state,
@@ -24,6 +25,9 @@ from run_helpers import (
     kill_when,
     run_env,
 )
+
+pytestmark = pytest.mark.large  # strategies and workers in subprocesses
+
 
 def test_choose_strategy_names(monkeypatch):
     import tensorflow as tf

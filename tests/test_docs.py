@@ -621,6 +621,7 @@ def stand_in_server(world):
     "documented", [c for c in RUN_HERE if not is_help(c.args) and c.command != "train"],
     ids=lambda c: str(c).split(": ", 1)[0] + " " + c.command,
 )
+@pytest.mark.large
 def test_documented_command_runs(documented, in_world, request, capsys):
     args = list(documented.args)
     if documented.command == "serving.client":

@@ -38,6 +38,7 @@ def jpegs():
     return [p.read_bytes() for p in paths]
 
 
+@pytest.mark.large
 def test_saved_model_cli_lists_both_signatures(exported):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(

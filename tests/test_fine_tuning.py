@@ -16,6 +16,9 @@ from keras_adtrs.models.fine_tuning import LinearProbeStage, PartwiseAdam, is_he
 from run_helpers import run_env
 
 
+pytestmark = pytest.mark.large  # training runs
+
+
 def _data(n=8, seed=0):
     x = random_crops(n, seed=seed)
     x[::2] *= 0.3
@@ -109,6 +112,7 @@ import json
 import keras, numpy as np
 import keras_adtrs
 from keras_adtrs.models.fine_tuning import is_head_variable
+
 
 keras.utils.set_random_seed(0)
 model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=20.0, score_offset=50.0,

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, shared_dir
 from run_helpers import HELPER, TINY_SET, checkpoint_state, history_epochs, kill_after_first_checkpoint, run_env
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"), pytest.mark.large]  # JAX compiles and subprocess runs
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(not HAS_TF, reason="tensorflow is not installed")

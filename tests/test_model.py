@@ -92,7 +92,8 @@ def test_predict_on_arrays_skips_tf_data_autotuning(tiny_model, monkeypatch):
     x = random_crops(5, seed=3)
     expected = keras.Model.predict(tiny_model, x, batch_size=2, verbose=0)
     np.testing.assert_allclose(tiny_model.predict(x, batch_size=2, verbose=0), expected, rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(tiny_model.predict(x.astype("float64"), verbose=0), expected, rtol=1e-6, atol=1e-5)
+    # Another batch size (the default): the convolutions' float32 rounding may differ in the last digits.
+    np.testing.assert_allclose(tiny_model.predict(x.astype("float64"), verbose=0), expected, rtol=1e-5, atol=1e-4)
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(2)
@@ -111,6 +112,7 @@ def tiny_data(n=16, seed=0):
     return x, y
 
 
+@pytest.mark.large
 def test_fit_lowers_the_loss_and_reports_every_term():
     keras.utils.set_random_seed(0)
     model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, score_scale=30.0, score_offset=50.0)
@@ -128,6 +130,7 @@ def test_fit_lowers_the_loss_and_reports_every_term():
     model.train_on_batch(x[:8], y[:8])
 
 
+@pytest.mark.large
 def test_same_seed_same_scores():
     def run():
         keras.utils.set_random_seed(7)

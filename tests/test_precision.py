@@ -52,6 +52,7 @@ def test_unsupported_precision_names_the_precision_and_the_device(device):
         precision.check_precision("mixed_bfloat16")
 
 
+@pytest.mark.large
 def test_train_command_refuses_a_precision_the_device_lacks(tmp_path):
     """The command's own check runs in its process: float16 on this CPU-only machine (no GPU here)."""
     if precision.precision_support("mixed_float16")[0]:
@@ -78,6 +79,7 @@ def test_cpu_flags_and_the_alias_option(tmp_path):
     assert parser.parse_args(["--precision", "auto"]).precision == "auto"
 
 
+@pytest.mark.large
 def test_mixed_model_keeps_the_head_and_the_loss_in_float32(device, tmp_path):
     device(BF16_CPU)
     model = random_score_head(keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None, precision="mixed_bfloat16"))
@@ -136,6 +138,7 @@ def test_bfloat16_training_run_saves_and_loads_with_the_same_scores(default_data
 
 
 # ----------------------------------------------------------------- pre-training
+@pytest.mark.large
 def test_mixed_pretraining_model_keeps_the_head_and_the_loss_in_float32(tmp_path):
     """`PretrainingModel` in bfloat16: the score, the classifier and every loss term in float32; saved and loaded."""
     from keras_adtrs.data.distortions import KINDS
@@ -216,6 +219,7 @@ def test_bfloat16_pretrain_command_saves_a_model_that_loads_in_bfloat16(tmp_path
     assert not np.array_equal(np.asarray(as_float32.predict(crops, verbose=0)), scores)
 
 
+@pytest.mark.large
 def test_pretrain_command_refuses_a_precision_the_device_lacks(tmp_path):
     if precision.precision_support("mixed_float16")[0]:
         pytest.skip("this machine has a GPU")
@@ -227,6 +231,7 @@ def test_pretrain_command_refuses_a_precision_the_device_lacks(tmp_path):
 
 
 # ---------------------------------------------------------------------- export
+@pytest.mark.large
 def test_export_precision_option(tmp_path, capsys):
     """`export --precision`: a float32 model served in bfloat16; LiteRT and ONNX take float32 only."""
     import tensorflow as tf

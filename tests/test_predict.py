@@ -77,6 +77,7 @@ def keras_adtrs_model(path):
     return _MODELS[path]
 
 
+@pytest.mark.large
 def test_csv_and_table_and_globs(model_path, folder, capsys):
     status, out, _ = _run(capsys, [str(folder / "*.png"), "--model", model_path, "--format", "csv", "--crops", "1",
                                    "--no-progress"])
@@ -102,6 +103,7 @@ def test_missing_inputs(model_path, tmp_path, capsys):
         predict.main([str(tmp_path), "--model", str(tmp_path / "none.keras")])
 
 
+@pytest.mark.large
 def test_command_line_is_clean(model_path, folder):
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)

@@ -17,6 +17,9 @@ from keras_adtrs.models.backbone import ADTRSBackbone
 from run_helpers import checkpoint_state, run_env
 
 
+pytestmark = pytest.mark.large  # pre-training runs
+
+
 @pytest.fixture(scope="module")
 def references():
     return procedural_references(6, seed=5, size=112)
@@ -257,6 +260,7 @@ JAX_PRETRAINING_RUN = """
 import os
 from keras_adtrs.training.config import PretrainConfig
 from keras_adtrs.training.pretraining import run_pretraining
+
 
 config = PretrainConfig(crop_size=64, groups=2, levels=3, procedural_references=6, steps=2, steps_per_epoch=1,
                         kinds="blur,noise", output_dir="run", verbose=0)

@@ -68,6 +68,7 @@ def test_round_trip_matches_local(exported, server, client, jpeg_paths):
     np.testing.assert_allclose([r["score"] for r in rows], expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.large
 def test_concurrent_requests_all_succeed(server, tmp_path):
     paths = []
     for i in range(4):

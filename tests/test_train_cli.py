@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 from run_helpers import HELPER, TINY, TINY_SET, run_env, run_train
 
+pytestmark = pytest.mark.large  # the train command in subprocesses
+
 
 @pytest.fixture(scope="module")
 def tiny_run(default_data_dir, tmp_path_factory):
