@@ -52,7 +52,7 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "dill", "importlib_resources", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "dill", "importlib_resources", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "jax": ["jax>=0.4.34"],
         "torch": ["torch>=2.1"],
         # Deployment beyond TF Serving (docs/deployment.md): the LiteRT interpreter, and the
