@@ -235,3 +235,24 @@ def test_clive_recipes_prints_its_table(tmp_path):
         assert "error" not in row, row
         assert row["srcc_ci"][0] <= row["srcc"] <= row["srcc_ci"][1] and row["cpu_minutes"] > 0
     assert (out / "probe" / "folds.json").is_file()
+
+
+@pytest.mark.slow  # two tiny training runs and the agreement: bash .ci/run-slow
+def test_precision_accuracy_prints_both_tables(tmp_path):
+    """`benchmarks/precision_accuracy.py` at tiny size: the agreement of a model's float32 and bfloat16 scores on
+    the LIVE-C dummy release, and one seed's default run (shortened) per precision."""
+    import json
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "precision_accuracy.py"), "--manual-dir", str(LIVE_C_DUMMY),
+         "--seeds", "0", "--output-dir", str(tmp_path / "precision"), "--train-args",
+         "--epochs 1 --steps-per-epoch 1 --crop-size 64 --crops-per-image 1 --batch-size 4 --test-crops 1 "
+         f"--backbone-weights none --data-dir {tmp_path / 'tfds'}"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                                          "KERAS_ADTRS_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "precision" / "precision_accuracy.json").read_text())
+    assert [(r["precision"], r.get("error")) for r in record["runs"]] == [("float32", None), ("mixed_bfloat16", None)]
+    agreement = record["agreement"]
+    assert agreement["images"] > 0 and agreement["srcc_bfloat16_float32"] > 0.9, agreement
+    assert "agreement on" in result.stdout and "median test SRCC, mixed_bfloat16" in result.stdout

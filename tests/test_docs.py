@@ -384,6 +384,9 @@ OTHER_PROGRAMS = {
         "its options are checked here",
     "python benchmarks/scale.py":
         "tests/test_scoring_beam.py::test_scale_benchmark_prints_its_table (tiny); its options are checked here",
+    "python benchmarks/precision_accuracy.py":
+        "tests/test_benchmarks.py::test_precision_accuracy_prints_both_tables (tiny, LIVE-C dummy release); "
+        "its options are checked here",
     "bash benchmarks/clive_pipeline.sh":
         "tests/test_benchmarks.py::test_clive_pipeline_script_runs_both_commands (tiny, LIVE-C dummy release)",
     "apt-get": NOT_RUN + "installs Debian packages (the wallpaper photographs); benchmarks/clive_pipeline.sh runs it "
@@ -401,6 +404,7 @@ SCRIPT_SOURCES = {
     "python benchmarks/pretraining_ablation.py": ["benchmarks/pretraining_ablation.py"],
     "python benchmarks/clive_recipes.py": ["benchmarks/clive_recipes.py"],
     "python benchmarks/scale.py": ["benchmarks/scale.py"],
+    "python benchmarks/precision_accuracy.py": ["benchmarks/precision_accuracy.py"],
 }
 
 
