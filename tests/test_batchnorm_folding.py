@@ -9,6 +9,7 @@ import pytest
 
 import keras_adtrs
 from keras_adtrs.models.folding import conv_batchnorm_pairs
+from keras_adtrs.models.graph_folding import FOLDED_FLAG, unfold_in_graph
 
 CROP = 64
 
@@ -35,11 +36,20 @@ def _model_with_trained_statistics(backbone, seed=0):
     return model, images
 
 
+def _layer_by_layer(model):
+    """A copy of `model` (same weights) whose BatchNorms run as their own layers at inference too."""
+    copy = keras_adtrs.ADTRSModel.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    for conv, batchnorm in conv_batchnorm_pairs(copy.network):
+        unfold_in_graph(conv, batchnorm)
+    return copy
+
+
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet50_v1_5"])
 def test_folded_copy_scores_like_the_model_which_is_left_untouched(backbone):
     model, images = _model_with_trained_statistics(backbone)
     before = [np.array(w) for w in model.get_weights()]
-    reference = model.get_intermediates(images)
+    reference = _layer_by_layer(model).get_intermediates(images)
     folded = keras_adtrs.fold_batchnorm(model)
     # Every conv -> BatchNorm pair of the backbone (the attention block's are inside a custom layer).
     assert folded.batchnorm_folded == 53 == len(conv_batchnorm_pairs(model.network))
@@ -49,7 +59,8 @@ def test_folded_copy_scores_like_the_model_which_is_left_untouched(backbone):
         assert scale > 0, name
         np.testing.assert_allclose(out[name], value, atol=1e-5 * scale, rtol=0, err_msg=name)
     # The scores differ from the layer-by-layer ones (the test would notice an unfolded copy otherwise).
-    assert not np.array_equal(np.asarray(folded.predict(images, verbose=0)), np.asarray(model.predict(images, verbose=0)))
+    assert not np.array_equal(out["score"], reference["score"])
+    assert np.std(out["score"]) > 0.01  # far above the tolerance below
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert model.batchnorm_folded == 0 and folded.get_config() == model.get_config()
@@ -103,3 +114,49 @@ def test_inference_commands_fold_only_unfolded_adtrs_models():
     assert folded_for_inference(folded) is folded
     other = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     assert folded_for_inference(other) is other
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet50_v1_5"])
+def test_every_inference_call_folds_batchnorm_in_the_graph_from_the_current_weights(backbone):
+    model, images = _model_with_trained_statistics(backbone, seed=5)
+    assert model.batchnorm_folded_in_graph == 53
+    reference = _layer_by_layer(model)
+    out, expected = model.get_intermediates(images), reference.get_intermediates(images)
+    for name, value in expected.items():
+        scale = float(np.max(np.abs(value)))
+        np.testing.assert_allclose(out[name], value, atol=1e-5 * scale, rtol=0, err_msg=name)
+    assert np.std(out["score"]) > 0.01  # far above the tolerance below
+    # Not a copy made once: new statistics take effect at the next call.
+    for target in (model, reference):
+        _, layer = conv_batchnorm_pairs(target.network)[-1]
+        layer.moving_mean.assign(np.asarray(layer.moving_mean) + 0.5)
+    moved, moved_expected = model.predict(images, verbose=0), reference.predict(images, verbose=0)
+    assert np.max(np.abs(moved - out["score"])) > 0.01
+    np.testing.assert_allclose(moved, moved_expected, atol=1e-5 * float(np.max(np.abs(moved_expected))), rtol=0)
+
+
+def test_training_calls_run_batchnorm_as_its_own_layer():
+    model, images = _model_with_trained_statistics("resnet50", seed=6)
+    reference = _layer_by_layer(model)
+    outputs = []  # layer4 comes before the dropout layers
+    for target in (model, reference):
+        keras.utils.set_random_seed(7)
+        out = target.network(images, training=True)
+        stats = [np.asarray(bn.moving_mean) for _, bn in conv_batchnorm_pairs(target.network)]
+        outputs.append((np.asarray(out["layer4"]), stats))
+    (layer4, stats), (layer4_ref, stats_ref) = outputs
+    np.testing.assert_array_equal(layer4, layer4_ref)
+    for value, expected in zip(stats, stats_ref):
+        np.testing.assert_array_equal(value, expected)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's fused BatchNorm kernel")
+def test_the_fused_training_kernel_keeps_the_graph_folding_at_inference():
+    from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
+
+    model, images = _model_with_trained_statistics("resnet50", seed=8)
+    expected = model.get_intermediates(images)
+    assert use_fused_batchnorm(model.network) == 58
+    assert sum(getattr(bn, FOLDED_FLAG) for _, bn in conv_batchnorm_pairs(model.network)) == 53
+    out = model.get_intermediates(images)
+    np.testing.assert_allclose(out["score"], expected["score"], atol=1e-5 * float(np.max(np.abs(expected["score"]))))

@@ -68,7 +68,10 @@ def test_bucketed_calls_are_batch_invariant(model, images):
     """Calls padded to bucket sizes (powers of two up to batch_size): the same image
     scores the same alone, in batches of other sizes and in other orders."""
     reference = keras_adtrs.score(model, images, crops=CROPS, batch_size=32)
-    tolerance = 1e-5 * (reference.max() - reference.min())
+    # oneDNN may pick another convolution algorithm for another batch size: float32 rounding of
+    # a few 1e-5 of the score (measured up to 1.4e-5 relative). A score that depended on the
+    # batch's content would differ by far more.
+    tolerance = 1e-4 * (reference.max() - reference.min())
     assert tolerance > 0
     for batch_size in (1, 3, 6, 8, 32):
         for order in (slice(None), slice(None, None, -1)):

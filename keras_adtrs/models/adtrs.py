@@ -22,6 +22,7 @@ from keras_adtrs.errors import SettingError
 from keras_adtrs.models import layers as adtrs_layers
 from keras_adtrs.models.backbone import ADTRSBackbone
 from keras_adtrs.models import fine_tuning
+from keras_adtrs.models.graph_folding import fold_in_graph
 from keras_adtrs.models.objective import (
     DEFAULT_LOSS_WEIGHTS,
     LOSS_TERM_NAMES,
@@ -154,6 +155,9 @@ class ADTRSModel(keras.Model):
         self.consistency_flip_back = bool(consistency_flip_back)
         self.l2_weight_decay = float(l2_weight_decay)
         self.network = build_score_network(backbone, layer4_pooling, self.score_scale, self.score_offset)
+        #: BatchNorm layers folded into their convolutions at every inference call
+        #: (`keras_adtrs.models.graph_folding`; 53 for the `resnet50` backbone).
+        self.batchnorm_folded_in_graph = fold_in_graph(self.network)
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in ("loss",) + LOSS_TERM_NAMES}
         self.built = True
         #: Temporary weights over `loss_weights` (not saved): the ranking

@@ -29,11 +29,13 @@ Backend-neutral (numpy on the weights, `keras.ops` in the calls).
 
 import types
 
-import keras
 import numpy as np
 from keras import ops
 
 from keras_adtrs.models.adtrs import ADTRSModel
+from keras_adtrs.models.graph_folding import FOLDED_FLAG, conv_batchnorm_pairs, unfold_in_graph
+
+__all__ = ["conv_batchnorm_pairs", "fold_batchnorm", "fold_pair", "folded_for_inference"]
 
 
 def _identity_call(self, inputs, training=None, mask=None):
@@ -44,31 +46,6 @@ def _shift_call(self, inputs, training=None, mask=None):
     return ops.add(inputs, ops.cast(self.beta, inputs.dtype))
 
 
-def conv_batchnorm_pairs(model):
-    """`(Conv2D, BatchNormalization)` pairs inside `model` that can be folded.
-
-    A pair: the BatchNorm normalises the last axis, is called once, on the
-    output of a plain `Conv2D` with a linear activation that is called once and
-    whose output feeds nothing else. Layers inside custom layers (the attention
-    block) are not graph nodes and are left alone.
-    """
-    pairs = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if type(layer) is not keras.layers.BatchNormalization or layer.axis not in (-1, 3):
-            continue
-        if len(layer._inbound_nodes) != 1 or len(layer._inbound_nodes[0].parent_nodes) != 1:
-            continue
-        conv = layer._inbound_nodes[0].parent_nodes[0].operation
-        if (
-            type(conv) is keras.layers.Conv2D
-            and conv.activation is keras.activations.linear
-            and len(conv._inbound_nodes) == 1
-            and len(conv._outbound_nodes) == 1
-        ):
-            pairs.append((conv, layer))
-    return pairs
-
-
 def fold_pair(conv, batchnorm):
     """Folds `batchnorm` into `conv` in place (inference only).
 
@@ -77,6 +54,7 @@ def fold_pair(conv, batchnorm):
     """
     if not conv.use_bias and not batchnorm.center:
         return False
+    unfold_in_graph(conv, batchnorm)
     channels = conv.kernel.shape[-1]
     mean = ops.convert_to_numpy(batchnorm.moving_mean).astype("float64")
     variance = ops.convert_to_numpy(batchnorm.moving_variance).astype("float64")
@@ -139,4 +117,5 @@ def fold_batchnorm(model):
     copy.set_weights(model.get_weights())
     copy.backbone_weights_info = dict(model.backbone_weights_info)
     copy.batchnorm_folded = sum(fold_pair(conv, bn) for conv, bn in conv_batchnorm_pairs(copy.network))
+    copy.batchnorm_folded_in_graph = sum(getattr(bn, FOLDED_FLAG, False) for _, bn in conv_batchnorm_pairs(copy.network))
     return copy

@@ -18,7 +18,9 @@ conventions as Keras' own call:
   mean and *biased* variance; the moving statistics move by
   `momentum * moving + (1 - momentum) * batch` with the biased variance (the
   fused kernel returns the Bessel-corrected one; it is scaled back);
-- otherwise: normalise with the moving statistics;
+- otherwise: normalise with the moving statistics, or pass the input through
+  where the layer is folded into its convolution at inference
+  (`keras_adtrs.models.graph_folding`);
 - computed in float32 (mixed precision: inputs cast up, outputs cast back);
 - layers with `renorm`, `synchronized=True`, a mask, an axis other than the
   last or inputs that are not 4-D keep Keras' own call.
@@ -29,8 +31,12 @@ import types
 import keras
 import tensorflow as tf
 
+from keras_adtrs.models.graph_folding import FOLDED_FLAG
+
 
 def _fused_call(self, inputs, training=None, mask=None):
+    if not training and getattr(self, FOLDED_FLAG, False):
+        return inputs  # folded into the convolution before it (keras_adtrs.models.graph_folding)
     if (
         mask is not None
         or len(inputs.shape) != 4
