@@ -16,14 +16,17 @@ Rows (`--modes`; crops/s counts the crops scored or trained on):
 - `predict`: `model.predict` over four batches, on the model as trained;
 - `score`: `keras_adtrs.score` on `batch` one-crop images of the crop size,
   at its default `batch_size` (a handful of images, the common call);
-- `score_grid`: `keras_adtrs.score` on 384x512 images, 9 grid crops each,
-  `batch_size` crops per forward call (decoding and crops included);
+- `score_grid`: `keras_adtrs.score` on `batch` arrays of 384x512 pixels, 9
+  grid crops each, `batch_size` crops per forward call (crops included): 9
+  full calls, none padded;
 - `predict_cli`: the predict command's `main()` on a folder of 32 JPEG files
   of 384x512, 9 crops each, `--batch-size batch`, in this process: loading
   the `.keras` file and folding its BatchNorm included, Python's start and
   imports not;
+- `predict_files`: what the predict command runs once its model is loaded
+  and folded: `score_files` on the same 32 JPEG files (decoding included);
 - `evaluate`: `keras_adtrs.inference.evaluation.evaluate_model` on a data
-  set of 384x512 images, 9 grid crops each, `batch_size` crops per forward
+  set of `batch` 384x512 images, 9 grid crops each, `batch_size` crops per forward
   call (what `python -m keras_adtrs.evaluate` runs, without the bootstrap);
 - `savedmodel`: the exported SavedModel's `serving_images` signature
   (BatchNorm folded, the export's default);
@@ -85,14 +88,16 @@ from keras_adtrs.console import quiet_tensorflow  # noqa: E402
 DEFAULT_AUTHORS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "reference", "authors_adtrs"))
 FORWARD_GFLOP_224 = 8.2  # ResNet50 at 224; the ADTRS block and head add ~2%
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "evaluate", "savedmodel")
+INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "predict_files", "evaluate",
+                   "savedmodel")
 TRAINING_MODES = ("training",)
 AUTHORS_MODES = ("authors_test", "authors_train")
 YARDSTICKS = ("keras_resnet50_forward", "keras_resnet50_training")
 MODES = INFERENCE_MODES + TRAINING_MODES + AUTHORS_MODES + YARDSTICKS
 DEFAULT_MODES = (
-    "authors_test", "predict", "score_grid", "predict_cli", "evaluate", "savedmodel",
-    "predict:mixed_bfloat16", "score_grid:mixed_bfloat16", "predict_cli:mixed_bfloat16", "evaluate:mixed_bfloat16",
+    "authors_test", "predict", "score_grid", "predict_cli", "predict_files", "evaluate", "savedmodel",
+    "predict:mixed_bfloat16", "score_grid:mixed_bfloat16", "predict_cli:mixed_bfloat16",
+    "predict_files:mixed_bfloat16", "evaluate:mixed_bfloat16",
     "savedmodel:mixed_bfloat16", "authors_train", "training", "training:mixed_bfloat16",
 )
 #: Forward-pass equivalents per crop (backward ~2x forward): our training step
@@ -234,7 +239,7 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
         images = list(rng.integers(0, 256, (batch, crop, crop, 3), dtype=np.uint8))
         run = lambda: keras_adtrs.score(model, images, crops=1)  # noqa: E731
     elif mode == "score_grid":
-        images = list(rng.integers(0, 256, (-(-4 * batch // 9),) + GRID_IMAGE + (3,), dtype=np.uint8))
+        images = list(rng.integers(0, 256, (batch,) + GRID_IMAGE + (3,), dtype=np.uint8))
         per_run = 9 * len(images)
         run = lambda: keras_adtrs.score(model, images, crops=9, batch_size=batch)  # noqa: E731
     elif mode == "predict_cli":
@@ -255,11 +260,22 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
                 status = predict_command.main(argv)
             if status:
                 raise RuntimeError(f"predict exited with {status}")
+    elif mode == "predict_files":
+        from keras_adtrs.models.folding import folded_for_inference
+        from keras_adtrs.models.scoring import score_files
+
+        model = folded_for_inference(model)  # as the command does after loading the file
+        folder = os.path.join(scratch.name, "images")
+        os.mkdir(folder)
+        _jpeg_folder(folder, CLI_IMAGES, GRID_IMAGE, rng)
+        paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
+        per_run = CLI_IMAGES * CLI_CROPS
+        run = lambda: score_files(model, paths, crops=CLI_CROPS, batch_size=batch)  # noqa: E731
     elif mode == "evaluate":
         from keras_adtrs.data.source import IQASource
         from keras_adtrs.inference.evaluation import evaluate_model
 
-        images = list(rng.integers(0, 256, (-(-4 * batch // 9),) + GRID_IMAGE + (3,), dtype=np.uint8))
+        images = list(rng.integers(0, 256, (batch,) + GRID_IMAGE + (3,), dtype=np.uint8))
         source = IQASource("benchmark", images, np.linspace(0, 100, len(images), dtype=np.float32),
                            np.arange(len(images)), [f"{i}.png" for i in range(len(images))])
         per_run = 9 * len(images)

@@ -28,6 +28,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 AUTO_PRECISION = "auto"
 #: What `--precision` takes.
 PRECISION_CHOICES = PRECISIONS + (AUTO_PRECISION,)
+#: The precision the predict and evaluate commands (and the Beam job) score a `.keras` model in
+#: unless told: bfloat16 and float32 scores of the same weights agree (docs/benchmarks.md).
+SCORING_PRECISION = AUTO_PRECISION
 #: Keras backends the package trains and scores on.
 BACKENDS = ("tensorflow", "jax")
 #: `tf.distribute` strategies of a training run (`keras_adtrs.training.distribute`).

@@ -38,7 +38,7 @@ import sys
 import warnings
 
 from keras_adtrs import console
-from keras_adtrs.defaults import BOOTSTRAP_RESAMPLES, CROP_MODES, add_option
+from keras_adtrs.defaults import BOOTSTRAP_RESAMPLES, CROP_MODES, SCORING_PRECISION, add_option
 from keras_adtrs.errors import ADTRSError, command_message
 from keras_adtrs.reporting import to_json
 from keras_adtrs.training.config import add_setting_option, default_for
@@ -86,8 +86,8 @@ def build_parser():
     add_setting_option(parser, "validation_fraction", default=None, default_text=f"{THE_RUNS}, else "
                        f"{default_for('validation_fraction')}")
     add_option(parser, "score_batch_size")
-    add_option(parser, "precision", help="score the model computing in this precision, same weights (default: as "
-               "the model was saved); auto: mixed_bfloat16 where the machine runs bfloat16 fast, else float32")
+    add_option(parser, "precision", help="score the model computing in this precision, same weights (default: "
+               f"{SCORING_PRECISION}); auto: mixed_bfloat16 where the machine runs bfloat16 fast, else float32")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_RESAMPLES,
                         help=f"bootstrap resamples (default: {BOOTSTRAP_RESAMPLES}; 0: none)")
     parser.add_argument("--baseline", nargs="+", choices=BASELINES, default=[], metavar="NAME",
@@ -198,14 +198,11 @@ def _model_predictions(args, settings, split_settings, config_path, source, seed
         model = load_model(args.model)
     except LOAD_ERRORS as exc:
         raise ADTRSError(f"cannot load model {args.model}: {exc}") from None
-    if args.precision is not None:
-        from keras_adtrs.models import with_precision
-        from keras_adtrs.models.precision import choose_precision
+    from keras_adtrs.models import in_scoring_precision
 
-        chosen, why = choose_precision(args.precision)
-        if why:
-            print(f"precision {why}", file=sys.stderr)
-        model = with_precision(model, chosen)
+    model, why = in_scoring_precision(model, args.precision)
+    if why and args.precision is not None:  # the default (auto) is recorded in the result, not printed
+        print(f"precision {why}", file=sys.stderr)
     model = folded_for_inference(model)  # same scores up to float rounding, faster
     result = evaluate_model(model, source, indices, crops=crops, crop_mode=args.crop_mode, seed=seed,
                             batch_size=args.score_batch_size, bootstrap=args.bootstrap,
@@ -213,6 +210,7 @@ def _model_predictions(args, settings, split_settings, config_path, source, seed
     result = {
         "model": os.path.abspath(args.model),
         "split": args.split,
+        "precision": model.precision,
         "split_config": {"seed": seed, "test_fraction": test_fraction, "validation_fraction": validation_fraction,
                          "from": config_path},
         **result,

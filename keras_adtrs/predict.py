@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from keras_adtrs import console
 from keras_adtrs.data.images import expand_paths
-from keras_adtrs.defaults import add_option
+from keras_adtrs.defaults import SCORING_PRECISION, add_option
 from keras_adtrs.errors import ADTRSError, command_message
 from keras_adtrs.serving.runtimes import ArtifactError, load_artifact, runtime_for
 from keras_adtrs.serving.signatures import RUNTIMES
@@ -79,7 +79,7 @@ def build_parser():
     add_option(parser, "crops")
     add_option(parser, "score_batch_size")
     add_option(parser, "precision", help="score the .keras model computing in this precision, same weights "
-               "(default: as the model was saved); auto: mixed_bfloat16 where the machine runs bfloat16 fast, "
+               f"(default: {SCORING_PRECISION}); auto: mixed_bfloat16 where the machine runs bfloat16 fast, "
                "else float32")
     add_option(parser, "no_progress")
     parser.add_argument(
@@ -150,8 +150,7 @@ def main(argv=None):
         except LOAD_ERRORS as exc:
             print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
             return 2
-        if args.precision is not None:
-            model = _with_precision(model, args.precision)
+        model = _in_scoring_precision(model, args.precision)
         model = folded_for_inference(model)  # same scores up to float rounding, faster
     else:
         try:
@@ -179,8 +178,7 @@ def main(argv=None):
 
 def _run_beam(parser, args, beam_args):
     """`--engine beam`: the Apache Beam pipeline (`keras_adtrs.serving.scoring_beam`)."""
-    for flag, value in (("--map", args.map), ("--stride", args.stride), ("--runtime", args.runtime),
-                        ("--precision", args.precision)):
+    for flag, value in (("--map", args.map), ("--stride", args.stride), ("--runtime", args.runtime)):
         if value is not None:
             parser.error(f"{flag} applies to --engine local only")
     if args.output is None:
@@ -196,7 +194,7 @@ def _run_beam(parser, args, beam_args):
         job = ScoringJob(patterns=list(args.paths), path_lists=list(args.paths_from), model=args.model,
                          output=args.output, output_format=args.output_format, crops=args.crops,
                          batch_size=args.score_batch_size, skip_scored=args.skip_scored,
-                         rows_per_shard=args.rows_per_shard)
+                         rows_per_shard=args.rows_per_shard, precision=args.precision)
         try:
             result = run_scoring(job, console.quiet_beam(beam_args), progress=not args.no_progress)
         except ADTRSError as error:
@@ -213,15 +211,18 @@ def _run_beam(parser, args, beam_args):
     return 1 if failed else 0
 
 
-def _with_precision(model, precision):
-    """The model computing in `precision` (same weights); says which precision `auto` chose."""
-    from keras_adtrs.models import with_precision
-    from keras_adtrs.models.precision import choose_precision
+def _in_scoring_precision(model, precision):
+    """The model computing in `precision` (None: the default; same weights).
 
-    chosen, why = choose_precision(precision)
-    if why:
+    Says what `auto` chose when it was asked for by name; the default stays
+    silent, so that the output is the rows alone.
+    """
+    from keras_adtrs.models import in_scoring_precision
+
+    model, why = in_scoring_precision(model, precision)
+    if why and precision is not None:
         print(f"precision {why}", file=sys.stderr)
-    return with_precision(model, chosen)
+    return model
 
 
 def _map_names(paths):

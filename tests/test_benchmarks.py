@@ -37,7 +37,8 @@ def test_throughput_benchmark_prints_its_table():
 
 @pytest.mark.slow  # every mode, about two minutes: bash .ci/run-slow
 def test_throughput_benchmark_prints_every_row():
-    modes = ["inference", "predict", "score", "evaluate", "savedmodel", "training", "keras_resnet50_training",
+    modes = ["inference", "predict", "score", "predict_files", "evaluate", "savedmodel", "training",
+             "keras_resnet50_training",
              "training:mixed_bfloat16", "authors_test"]
     out = _throughput(modes)
     assert out.returncode == 0, out.stdout + out.stderr

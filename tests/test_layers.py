@@ -197,3 +197,32 @@ def test_fused_batchnorm_matches_keras_batchnorm():
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-4)
     # The layer's config (and so a .keras file) is unchanged.
     assert fused.get_config() == plain.get_config() | {"name": fused.name}
+
+
+def test_fused_batchnorm_takes_bfloat16_maps_as_they_are():
+    """Under mixed_bfloat16 the fused kernel reads the 16-bit map (no cast up and back) and gives Keras' results."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the fused kernel is TensorFlow's")
+    import tensorflow as tf
+
+    from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
+
+    x = tf.cast(np.random.default_rng(2).normal(2.0, 3.0, (4, 5, 6, 7)).astype("float32"), tf.bfloat16)
+    plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, dtype="mixed_bfloat16")
+    fused = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, dtype="mixed_bfloat16")
+    for layer in (plain, fused):
+        layer.build(x.shape)
+        layer.set_weights([np.linspace(0.5, 1.5, 7, dtype="float32"), np.linspace(-1, 1, 7, dtype="float32"),
+                           np.linspace(-0.5, 0.5, 7, dtype="float32"), np.linspace(0.5, 2.0, 7, dtype="float32")])
+    use_fused_batchnorm(fused)
+    for training in (False, True):
+        out_plain, out_fused = plain(x, training=training), fused(x, training=training)
+        assert out_fused.dtype == tf.bfloat16
+        # Both round the float32 result to bfloat16 once (8 bits of mantissa).
+        np.testing.assert_allclose(tf.cast(out_fused, tf.float32).numpy(), tf.cast(out_plain, tf.float32).numpy(),
+                                   atol=2e-2, rtol=1e-2, err_msg=f"training={training}")
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), plain.moving_variance.numpy(), rtol=1e-5)
+    graph = tf.function(lambda t: fused(t, training=True)).get_concrete_function(x).graph
+    assert not [op for op in graph.get_operations() if op.type == "Cast" and op.inputs[0].dtype == tf.bfloat16
+                and op.outputs[0].dtype == tf.float32 and op.inputs[0].shape.rank == 4]

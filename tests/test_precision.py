@@ -291,3 +291,35 @@ def test_a_bfloat16_model_exports_to_onnx_as_a_float32_copy(tmp_path, capsys):
     assert (tmp_path / "artifacts" / "adtrs.onnx").is_file()
     artifact = json.loads((tmp_path / "artifacts" / "adtrs.onnx.json").read_text())
     assert artifact["precision"] == "float32"
+
+
+def test_auto_picks_bfloat16_only_where_the_device_runs_it_fast(device):
+    cases = (
+        (("Xeon", ("avx512_bf16", "amx_bf16"), ()), "mixed_bfloat16"),
+        (("Xeon", ("avx512_bf16",), ()), "mixed_bfloat16"),
+        (("Old Xeon", (), ()), "float32"),
+        (("Old Xeon", (), (("gpu", (8, 0)),)), "mixed_bfloat16"),
+        (("Old Xeon", (), (("gpu", (7, 5)),)), "float32"),
+        (("Old Xeon", (), (("tpu", ()),)), "mixed_bfloat16"),
+    )
+    for summary, expected in cases:
+        device(summary)
+        chosen, why = precision.choose_precision("auto")
+        assert chosen == expected, summary
+        assert why.startswith(f"auto: {expected} on CPU '{summary[0]}'"), why
+    assert precision.choose_precision("float32") == ("float32", None)
+
+
+def test_scoring_precision_defaults_to_auto(device):
+    from keras_adtrs.defaults import SCORING_PRECISION
+    from keras_adtrs.models import in_scoring_precision
+
+    model = keras_adtrs.build_adtrs(crop_size=64, backbone_weights=None)
+    assert SCORING_PRECISION == "auto"
+    device(("Old Xeon", (), ()))
+    assert in_scoring_precision(model) == (model, "auto: float32 on CPU 'Old Xeon' without avx512_bf16/amx_bf16, "
+                                                  "no GPU or TPU")
+    device(("Xeon", ("amx_bf16",), ()))
+    scoring, why = in_scoring_precision(model)
+    assert scoring.precision == "mixed_bfloat16" and scoring is not model and "mixed_bfloat16" in why
+    assert in_scoring_precision(model, "float32") == (model, None)

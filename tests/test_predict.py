@@ -50,7 +50,8 @@ def _run(capsys, argv):
 
 
 def test_json_rows_for_good_and_bad_files(model_path, folder, capsys):
-    status, out, err = _run(capsys, [str(folder), "--model", model_path, "--format", "json", "--crops", "2"])
+    status, out, err = _run(capsys, [str(folder), "--model", model_path, "--format", "json", "--crops", "2",
+                                     "--precision", "float32"])  # as the scores compared below
     assert status != 0
     rows = json.loads(out)
     by_name = {os.path.basename(row["path"]): row for row in rows}
@@ -117,3 +118,17 @@ def test_command_line_is_clean(model_path, folder):
     rows = json.loads(proc.stdout)
     assert "score" in rows[0] and "error" in rows[1]
     assert proc.stderr.strip().splitlines() == ["1 of 2 file(s) could not be scored"], proc.stderr
+
+
+def test_precision_auto_is_the_default_and_said_when_asked_for(model_path, folder, capsys, monkeypatch):
+    from keras_adtrs.models import precision
+
+    monkeypatch.setattr(precision, "device_summary", lambda: ("Old Xeon", (), ()))
+    image = str(folder / "small40.png")
+    status, out, err = _run(capsys, [image, "--model", model_path, "--format", "csv", "--crops", "1"])
+    assert status == 0 and "precision" not in err  # the default: auto, silently
+    default = out
+    status, out, err = _run(capsys, [image, "--model", model_path, "--format", "csv", "--crops", "1",
+                                     "--precision", "auto"])
+    assert status == 0 and out == default
+    assert "precision auto: float32 on CPU 'Old Xeon' without avx512_bf16/amx_bf16" in err

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, random_score_head
+from keras_adtrs.errors import SettingError
 from run_helpers import run_env
 
 pytest.importorskip("apache_beam", reason="the beam extra: pip install -e '.[beam]' (bash .ci/run installs it)")
@@ -59,7 +60,9 @@ def world(tmp_path_factory):
 
 
 def _job(world, output, **kwargs):
-    options = dict(patterns=[str(world / "photos")], model=str(world / "model.keras"), output=str(output), crops=4)
+    # float32, as the scores they are compared with (the default, auto, may pick bfloat16).
+    options = dict(patterns=[str(world / "photos")], model=str(world / "model.keras"), output=str(output), crops=4,
+                   precision="float32")
     options.update(kwargs)
     return scoring_beam.ScoringJob(**options)
 
@@ -83,7 +86,8 @@ def test_beam_scores_equal_score_and_the_predict_command(world, tmp_path):
     assert spread > 1e-3  # the model's scores differ across images
     np.testing.assert_allclose([beam[p] for p in paths], direct, atol=1e-5 * spread + 1e-6, rtol=0)
     command = subprocess.run([sys.executable, "-m", "keras_adtrs.predict", *paths, "--model", str(world / "model.keras"),
-                              "--crops", "4", "--format", "csv", "--no-progress"], cwd=REPO, env=run_env(),
+                              "--crops", "4", "--format", "csv", "--no-progress", "--precision", "float32"],
+                             cwd=REPO, env=run_env(),
                              capture_output=True, text=True, timeout=600)
     assert command.returncode == 0, command.stderr[-2000:]
     printed = {r["path"]: float(r["score"]) for r in csv.DictReader(io.StringIO(command.stdout))}
@@ -171,7 +175,7 @@ def test_a_savedmodel_scores_as_its_keras_model(world, tmp_path):
 
     version = export_model(keras_adtrs.load_model(world / "model.keras"), str(tmp_path / "export"), num_crops=4)
     out = tmp_path / "out" / "run"
-    scoring_beam.run_scoring(_job(world, out, model=version), IN_PROCESS, progress=False)
+    scoring_beam.run_scoring(_job(world, out, model=version, precision=None), IN_PROCESS, progress=False)
     rows = scoring_beam.read_rows(str(out), "scores")
     saved = {k: float(v) for k, v in _by_path(rows).items()}
     paths = sorted(saved)
@@ -209,3 +213,22 @@ def test_scale_benchmark_prints_its_table(world, tmp_path):
         assert float(cells[1]) > 0 and cells[3].endswith("%")
     summary = json.loads((tmp_path / "scale.json").read_text())
     assert [r["images"] for r in summary["rows"]] == [12, 12, 12]
+
+
+def test_a_keras_model_scores_in_the_scoring_precision_unless_told(world, monkeypatch):
+    """The Beam job's default is the predict command's (`SCORING_PRECISION`, auto); a SavedModel keeps its own."""
+    from keras_adtrs.defaults import SCORING_PRECISION
+    from keras_adtrs.models import precision as precision_module
+
+    assert SCORING_PRECISION == "auto"
+    for fast, expected in ((False, "float32"), (True, "mixed_bfloat16")):
+        monkeypatch.setattr(precision_module, "precision_support", lambda name, summary=None, fast=fast: (
+            fast or name == "float32", "a test machine"))
+        handler = scoring_beam.CropModelHandler(str(world / "model.keras"))
+        assert handler.load_model().precision == expected
+    told = scoring_beam.CropModelHandler(str(world / "model.keras"), precision="float32")
+    assert told.load_model().precision == "float32"
+    with pytest.raises(SettingError, match="precision"):
+        _job(world, "out", model=str(world / "export" / "1"), precision="float32").check()
+    with pytest.raises(SettingError, match="precision"):
+        _job(world, "out", precision="float64").check()

@@ -15,7 +15,7 @@ trains; `scoring`, `folding`, `pretraining` and `conversion` build on them.
 
 from keras_adtrs.models.adtrs import ADTRSModel
 from keras_adtrs.models.backbone import ADTRSBackbone
-from keras_adtrs.models.factory import build_adtrs, with_precision
+from keras_adtrs.models.factory import build_adtrs, in_scoring_precision, with_precision
 from keras_adtrs.models.layers import (
     AttentionDownsample,
     ChannelL2Normalize,
@@ -38,5 +38,6 @@ __all__ = [
     "TopLeftAveragePooling",
     "build_adtrs",
     "load_model",
+    "in_scoring_precision",
     "with_precision",
 ]

@@ -6,6 +6,7 @@ the scoring task on it. `with_precision(model, precision)` rebuilds a model
 to compute in another precision with the same weights.
 """
 
+from keras_adtrs.defaults import SCORING_PRECISION
 from keras_adtrs.errors import SettingError
 from keras_adtrs.models.adtrs import ADTRSModel
 from keras_adtrs.models.backbone import ADTRSBackbone
@@ -87,6 +88,23 @@ def build_adtrs(
     model.backbone_weights_info = {"requested": f"init_from {info['path']}", "source": f"init_from {info['path']}",
                                    "init_from": info}
     return model
+
+
+def in_scoring_precision(model, precision=None):
+    """`(model, why)`: `model` computing in `precision` for scoring, and what chose it.
+
+    Args:
+        model: an `ADTRSModel`.
+        precision: str or None. A precision name, `"auto"`, or None for
+            `keras_adtrs.defaults.SCORING_PRECISION` (what the predict and
+            evaluate commands use unless told).
+
+    Returns:
+        The model (a copy when its precision changes) and, for `auto`, a line
+        saying what it chose and why (None otherwise).
+    """
+    chosen, why = choose_precision(SCORING_PRECISION if precision is None else precision)
+    return with_precision(model, chosen), why
 
 
 def with_precision(model, precision):

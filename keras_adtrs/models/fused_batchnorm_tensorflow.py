@@ -21,7 +21,9 @@ conventions as Keras' own call:
 - otherwise: normalise with the moving statistics, or pass the input through
   where the layer is folded into its convolution at inference
   (`keras_adtrs.models.graph_folding`);
-- computed in float32 (mixed precision: inputs cast up, outputs cast back);
+- computed in float32: under mixed precision the kernel takes the 16-bit
+  feature map as it is and computes in float32 inside, so the map is not
+  cast up and back;
 - layers with `renorm`, `synchronized=True`, a mask, an axis other than the
   last or inputs that are not 4-D keep Keras' own call.
 """
@@ -45,7 +47,9 @@ def _fused_call(self, inputs, training=None, mask=None):
         or getattr(self, "synchronized", False)
     ):
         return type(self).call(self, inputs, training=training, mask=mask)
-    x = tf.cast(inputs, tf.float32)
+    # The kernel takes 16-bit inputs with float32 statistics and computes in float32 inside:
+    # no cast of the feature map up and back (mixed precision).
+    x = inputs if inputs.dtype in (tf.bfloat16, tf.float16) else tf.cast(inputs, tf.float32)
     channels = x.shape[-1]
     gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
     beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)

@@ -55,7 +55,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from keras_adtrs.data.image_crops import image_crops
 from keras_adtrs.data.images import IMAGE_EXTENSIONS, ImageReadError, decode_image, expand_paths, load_image
-from keras_adtrs.defaults import SCORE_BATCH_SIZE, TEST_CROPS
+from keras_adtrs.defaults import PRECISION_CHOICES, SCORE_BATCH_SIZE, TEST_CROPS
 from keras_adtrs.errors import SettingError
 from keras_adtrs.reporting import score_value
 from keras_adtrs.serving.signatures import METADATA_FILE
@@ -89,6 +89,10 @@ class ScoringJob:
             each worker (the DirectRunner's default: the cores shared among
             its workers, so that they do not oversubscribe the machine);
             None leaves TensorFlow's own choice.
+        precision: str or None. The precision a `.keras` model scores in
+            (None: `keras_adtrs.defaults.SCORING_PRECISION`, as the predict
+            command). A SavedModel scores in the precision it was exported
+            in: giving one with it raises `SettingError`.
     """
 
     patterns: list
@@ -102,6 +106,7 @@ class ScoringJob:
     rows_per_shard: int = 1000
     images_per_batch: tuple = (1, 16)
     threads_per_worker: int = None
+    precision: str = None
 
     def check(self):
         """Raises `SettingError` for a setting out of range."""
@@ -113,6 +118,13 @@ class ScoringJob:
                 raise SettingError(name, f"must be at least {low}, got {getattr(self, name)}")
         if not self.patterns and not self.path_lists:
             raise SettingError("patterns", "none given: pass file patterns, folders or a list of paths")
+        if self.precision is not None:
+            if self.precision not in PRECISION_CHOICES:
+                raise SettingError("precision", f"must be one of {', '.join(PRECISION_CHOICES)}, "
+                                   f"got {self.precision!r}")
+            if not self.model.endswith(".keras"):
+                raise SettingError("precision", f"applies to .keras models; {self.model} scores in the precision "
+                                   "it was exported in")
         return self
 
 
@@ -218,18 +230,22 @@ class CropModelHandler(ModelHandler):
     images is scored by `keras_adtrs.models.scoring.score_crop_sets` (crops
     of several images share model calls of `batch_size` crops) and each
     `PredictionResult.inference` is the image's mean score. The model is
-    loaded once per worker: a `.keras` file (BatchNorm folded for speed, as
-    `predict` does) or a SavedModel.
+    loaded once per worker: a `.keras` file (in `precision`, BatchNorm folded
+    for speed, as `predict` does) or a SavedModel.
 
     Args:
         model_path: str. A `.keras` file or a SavedModel folder.
         batch_size: int. Crops per model call.
         images_per_batch: tuple of int. `(min, max)` images per batch.
+        threads: int or None. TensorFlow's intra-op threads per worker.
+        precision: str or None. See `ScoringJob.precision`.
     """
 
-    def __init__(self, model_path, batch_size=SCORE_BATCH_SIZE, images_per_batch=(1, 16), threads=None):
+    def __init__(self, model_path, batch_size=SCORE_BATCH_SIZE, images_per_batch=(1, 16), threads=None,
+                 precision=None):
         super().__init__()
         self.threads = threads
+        self.precision = precision
         self.model_path = model_path
         self.batch_size = int(batch_size)
         self.images_per_batch = tuple(int(v) for v in images_per_batch)
@@ -242,10 +258,10 @@ class CropModelHandler(ModelHandler):
         local = _local_copy(self.model_path)
         if os.path.isdir(local):
             return _SavedModelScorer(local)
-        from keras_adtrs.models import load_model
+        from keras_adtrs.models import in_scoring_precision, load_model
         from keras_adtrs.models.folding import folded_for_inference
 
-        return folded_for_inference(load_model(local))
+        return folded_for_inference(in_scoring_precision(load_model(local), self.precision)[0])
 
     def run_inference(self, batch, model, inference_args=None):
         from keras_adtrs.models.scoring import score_crop_sets
@@ -479,7 +495,8 @@ def build_pipeline(pipeline, job, crop_size, identity, scored=(), progress=False
     threads = job.threads_per_worker
     read = paths | "Read" >> beam.ParDo(ReadCrops(crop_size, job.crops, threads)).with_outputs(ReadCrops.ERRORS,
                                                                                               main="crops")
-    handler = KeyedModelHandler(CropModelHandler(job.model, job.batch_size, job.images_per_batch, threads))
+    handler = KeyedModelHandler(CropModelHandler(job.model, job.batch_size, job.images_per_batch, threads,
+                                                 job.precision))
     scores = (
         read.crops
         | "Score" >> RunInference(handler)
