@@ -222,7 +222,7 @@ def test_predict_runtimes_give_the_keras_rows(world, images, capsys):
         assert status == 1 and "1 of 5 file(s) could not be scored" in out.err
         return json.loads(out.out)
 
-    keras_rows = rows("--model", str(world["model_path"]))
+    keras_rows = rows("--model", str(world["model_path"]), "--precision", "float32")  # as the artifacts
     assert [os.path.basename(r["path"]) for r in keras_rows] == ["broken.png", "p0.png", "p1.png", "p2.png", "p3.png"]
     assert "error" in keras_rows[0] and "broken.png" in keras_rows[0]["error"]
     for key in ("litert", "onnx"):
