@@ -11,11 +11,11 @@ up and back. `fold_in_graph(network)` makes every foldable
 
     conv(x, kernel * s) + (bias - mean) * s + beta,   s = gamma / sqrt(var + eps)
 
-in one convolution with its bias (which the backends fuse with the following
-ReLU), the BatchNorm passing its input through. `s` and the shift are
-computed in float32 from the current variables at every call, and the kernel
-is scaled in the layer's compute dtype, so the folding is never stale: train, load or
-assign weights and the next call uses them. It costs one multiply over the
+in one convolution with its bias (in float32 TensorFlow also fuses the
+following ReLU into it), the BatchNorm passing its input through. `s` and the
+shift are computed in float32 from the current variables at every call, and
+the kernel is scaled in the layer's compute dtype, so the folding is never
+stale: train, load or assign weights and the next call uses them. It costs one multiply over the
 kernel per call, which is why the commands and the exports still fold a copy
 once (the measured speeds of both are in docs/benchmarks.md).
 
