@@ -9,13 +9,15 @@
 2. **Training**: the default run (`python -m keras_adtrs.train`, no other
    option) with seeds `--seeds` in float32 and in mixed_bfloat16, one run at a
    time: each run's test SRCC and PLCC, training crops per second and wall
-   time, and the median per precision.
+   time, and the median per precision. With `--reuse`, a run whose folder
+already holds its `metrics.json` is read instead of run again (runs done
+one at a time, or a command interrupted).
 
 Each run's folder stays under `--output-dir`; `precision_accuracy.json` there
 keeps both tables. bfloat16 rows need a CPU with AVX512-BF16 or AMX (or a
 recent GPU); elsewhere they are skipped with the reason.
 
-    python benchmarks/precision_accuracy.py [--seeds 0 1 2] [--model M] [--skip-training] [--output-dir runs/precision]
+    python benchmarks/precision_accuracy.py [--seeds 0 1 2] [--model M] [--skip-training] [--reuse] [--output-dir runs/precision]
 """
 
 import argparse
@@ -38,6 +40,8 @@ def build_parser():
     parser.add_argument("--skip-training", action="store_true", help="the agreement table only (needs --model)")
     parser.add_argument("--train-args", default="", help="further options of every training run (tests: tiny runs)")
     parser.add_argument("--output-dir", default="runs/precision")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read the runs already finished under --output-dir instead of running them again")
     return parser
 
 
@@ -50,6 +54,9 @@ def training_runs(args, out):
     for precision in PRECISIONS:
         for seed in args.seeds:
             folder = os.path.join(out, f"default-{precision}-seed{seed}")
+            if args.reuse and os.path.exists(os.path.join(folder, "metrics.json")):
+                rows.append(_row(precision, seed, folder))  # finished before: read, not run again
+                continue
             cmd = [sys.executable, "-m", "keras_adtrs.train", "--seed", str(seed), "--precision", precision,
                    "--no-export", "--quiet", "--output-dir", folder, *args.train_args.split()]
             result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
@@ -58,12 +65,17 @@ def training_runs(args, out):
                 if "needs" in result.stderr:  # the machine lacks the precision: no other seed will run either
                     break
                 continue
-            metrics = json.load(open(os.path.join(folder, "metrics.json")))
-            rows.append({"precision": precision, "seed": seed, "test_srcc": metrics["test"]["srcc"],
-                         "test_plcc": metrics["test"]["plcc"], "best_epoch": metrics["best_epoch"],
-                         "train_crops_per_second": metrics["train_crops_per_second"],
-                         "wall_seconds": metrics["wall_seconds"], "model": metrics["model"]})
+            rows.append(_row(precision, seed, folder))
     return rows
+
+
+def _row(precision, seed, folder):
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    return {"precision": precision, "seed": seed, "test_srcc": metrics["test"]["srcc"],
+            "test_plcc": metrics["test"]["plcc"], "best_epoch": metrics["best_epoch"],
+            "train_crops_per_second": metrics["train_crops_per_second"],
+            "wall_seconds": metrics["wall_seconds"], "model": metrics.get("model")}
 
 
 AGREEMENT = """

@@ -14,6 +14,13 @@ Rows (`--modes`; crops/s counts the crops scored or trained on):
 
 - `inference`: `model(x, training=False)` in a `tf.function`;
 - `predict`: `model.predict` over four batches, on the model as trained;
+- `predict_constant`: the same on the inference copy with constant weights
+  (`fold_batchnorm`, then `use_constant_weights`): what `keras_adtrs.score`,
+  the commands and the Beam job run for jobs of at least
+  `CONSTANT_WEIGHTS_MIN_CROPS` crops. Its BatchNorm statistics are set away
+  from their initial values first (`constant_weights.trained_like`), as
+  training would: a fresh model's fold into zero biases, which TensorFlow
+  drops from a graph of constants;
 - `score`: `keras_adtrs.score` on `batch` one-crop images of the crop size,
   at its default `batch_size` (a handful of images, the common call);
 - `score_grid`: `keras_adtrs.score` on `batch` arrays of 384x512 pixels, 9
@@ -88,15 +95,16 @@ from keras_adtrs.console import quiet_tensorflow  # noqa: E402
 DEFAULT_AUTHORS_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "reference", "authors_adtrs"))
 FORWARD_GFLOP_224 = 8.2  # ResNet50 at 224; the ADTRS block and head add ~2%
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-INFERENCE_MODES = ("inference", "predict", "score", "score_grid", "predict_cli", "predict_files", "evaluate",
-                   "savedmodel")
+INFERENCE_MODES = ("inference", "predict", "predict_constant", "score", "score_grid", "predict_cli", "predict_files",
+                   "evaluate", "savedmodel")
 TRAINING_MODES = ("training",)
 AUTHORS_MODES = ("authors_test", "authors_train")
 YARDSTICKS = ("keras_resnet50_forward", "keras_resnet50_training")
 MODES = INFERENCE_MODES + TRAINING_MODES + AUTHORS_MODES + YARDSTICKS
 DEFAULT_MODES = (
-    "authors_test", "predict", "score_grid", "predict_cli", "predict_files", "evaluate", "savedmodel",
-    "predict:mixed_bfloat16", "score_grid:mixed_bfloat16", "predict_cli:mixed_bfloat16",
+    "authors_test", "predict", "predict_constant", "score_grid", "predict_cli", "predict_files", "evaluate",
+    "savedmodel", "predict:mixed_bfloat16", "predict_constant:mixed_bfloat16", "score_grid:mixed_bfloat16",
+    "predict_cli:mixed_bfloat16",
     "predict_files:mixed_bfloat16", "evaluate:mixed_bfloat16",
     "savedmodel:mixed_bfloat16", "authors_train", "training", "training:mixed_bfloat16",
 )
@@ -232,6 +240,16 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
     elif mode == "predict":
         if jit:
             model.compile(jit_compile=True)
+        crops = np.concatenate([x] * 4)
+        per_run = len(crops)
+        run = lambda: model.predict(crops, batch_size=batch, verbose=0)  # noqa: E731
+    elif mode == "predict_constant":
+        from constant_weights import trained_like  # benchmarks/constant_weights.py
+
+        trained_like(model)
+        model = keras_adtrs.fold_batchnorm(model)
+        if not model.use_constant_weights():
+            raise RuntimeError("constant weights need the TensorFlow backend")
         crops = np.concatenate([x] * 4)
         per_run = len(crops)
         run = lambda: model.predict(crops, batch_size=batch, verbose=0)  # noqa: E731

@@ -31,6 +31,10 @@ PRECISION_CHOICES = PRECISIONS + (AUTO_PRECISION,)
 #: The precision the predict and evaluate commands (and the Beam job) score a `.keras` model in
 #: unless told: bfloat16 and float32 scores of the same weights agree (docs/benchmarks.md).
 SCORING_PRECISION = AUTO_PRECISION
+#: Scoring jobs of at least this many crops run an inference copy with its weights as
+#: graph constants on TensorFlow (`ADTRSModel.use_constant_weights`): seconds once, then
+#: faster calls. The break-even measured for it is in docs/benchmarks.md.
+CONSTANT_WEIGHTS_MIN_CROPS = 2048
 #: Keras backends the package trains and scores on.
 BACKENDS = ("tensorflow", "jax")
 #: `tf.distribute` strategies of a training run (`keras_adtrs.training.distribute`).

@@ -160,3 +160,62 @@ def test_the_fused_training_kernel_keeps_the_graph_folding_at_inference():
     assert sum(getattr(bn, FOLDED_FLAG) for _, bn in conv_batchnorm_pairs(model.network)) == 53
     out = model.get_intermediates(images)
     np.testing.assert_allclose(out["score"], expected["score"], atol=1e-5 * float(np.max(np.abs(expected["score"]))))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_an_inference_copy_with_constant_weights_scores_as_with_its_variables(precision):
+    """`use_constant_weights`: a graph of constants, residual adds as AddN, the same scores."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("constant weights are a TensorFlow engine")
+    model, images = _model_with_trained_statistics("resnet50", seed=7)
+    images = np.floor(images)  # whole pixel values: `score` takes them as uint8 below
+    model = keras_adtrs.models.with_precision(model, precision)
+    folded = keras_adtrs.fold_batchnorm(model)
+    expected = folded.predict_on_batch(images)
+    assert np.std(expected) > 0.01
+    assert folded.use_constant_weights() and folded.use_constant_weights()  # made once
+    ops = {op.type for op in folded._constant_weights_forward.graph.get_operations()}
+    assert "AddN" in ops and not ops & {"ReadVariableOp", "VarHandleOp", "ResourceGather"}, ops
+    scale = float(np.max(np.abs(expected)))
+    tolerance = 1e-5 if precision == "float32" else 2e-2
+    for out in (folded.predict_on_batch(images), folded.predict(images, batch_size=3, verbose=0),
+                keras_adtrs.score(folded, list(images.astype("uint8")), crops=1)):
+        np.testing.assert_allclose(np.reshape(out, -1), expected, atol=tolerance * scale, rtol=0)
+    # Only inference copies: a model that trains keeps reading its variables.
+    assert not model.use_constant_weights() and model._constant_weights_forward is None
+
+
+def test_constant_weights_follow_set_weights_and_load_weights(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("constant weights are a TensorFlow engine")
+    model, images = _model_with_trained_statistics("resnet50", seed=8)
+    other, _ = _model_with_trained_statistics("resnet50", seed=9)
+    folded, folded_other = keras_adtrs.fold_batchnorm(model), keras_adtrs.fold_batchnorm(other)
+    first, second = folded.predict_on_batch(images), folded_other.predict_on_batch(images)
+    assert np.max(np.abs(first - second)) > 0.1
+    assert folded.use_constant_weights()
+    folded.set_weights(folded_other.get_weights())
+    assert folded._constant_weights_forward is None
+    folded.use_constant_weights()
+    np.testing.assert_allclose(folded.predict_on_batch(images), second, atol=1e-4, rtol=0)
+    path = os.fspath(tmp_path / "first.weights.h5")
+    keras_adtrs.fold_batchnorm(model).save_weights(path)
+    folded.load_weights(path)
+    assert folded._constant_weights_forward is None
+    folded.use_constant_weights()
+    np.testing.assert_allclose(folded.predict_on_batch(images), first, atol=1e-4, rtol=0)
+
+
+def test_score_uses_constant_weights_for_large_jobs_only(monkeypatch):
+    from keras_adtrs.models import scoring
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("constant weights are a TensorFlow engine")
+    model, images = _model_with_trained_statistics("resnet50", seed=10)
+    folded = keras_adtrs.fold_batchnorm(model)
+    monkeypatch.setattr(scoring, "CONSTANT_WEIGHTS_MIN_CROPS", 8)
+    small = keras_adtrs.score(folded, list(images[:1].astype("uint8")), crops=4)  # 4 crops
+    assert folded._constant_weights_forward is None
+    large = keras_adtrs.score(folded, list(images.astype("uint8")), crops=4)  # 16 crops
+    assert folded._constant_weights_forward is not None
+    np.testing.assert_allclose(large[:1], small, atol=1e-4 * float(np.max(np.abs(large))), rtol=0)

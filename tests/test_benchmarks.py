@@ -37,7 +37,7 @@ def test_throughput_benchmark_prints_its_table():
 
 @pytest.mark.slow  # every mode, about two minutes: bash .ci/run-slow
 def test_throughput_benchmark_prints_every_row():
-    modes = ["inference", "predict", "score", "predict_files", "evaluate", "savedmodel", "training",
+    modes = ["inference", "predict", "predict_constant", "score", "predict_files", "evaluate", "savedmodel", "training",
              "keras_resnet50_training",
              "training:mixed_bfloat16", "authors_test"]
     out = _throughput(modes)
@@ -62,6 +62,21 @@ def test_throughput_benchmark_prints_every_row():
             cells = cells[:3] + cells[4:]
         assert cells[1] == "2" and float(cells[2]) > 0 and cells[3].endswith("%"), (mode, cells)
         assert float(cells[4]) > 0 and cells[5].endswith("%") and float(cells[6]) > 0, (mode, cells)
+
+
+@pytest.mark.large
+def test_constant_weights_benchmark_prints_its_table():
+    """`benchmarks/constant_weights.py` at crop 64: a row per precision this machine runs, with a break-even."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "constant_weights.py"), "--crop-size", "64", "--batch-size", "2",
+         "--rounds", "1", "--calls", "1"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ") and "crops/s" not in line]
+    assert rows and rows[0][0].strip() == "float32", out.stdout
+    for cells in rows:
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3].strip().endswith("x"), cells
+        assert float(cells[6].split()[0]) < 0.05 * float(cells[6].split("spread")[1].strip(" )")), cells
 
 
 def _authors_code(folder):
@@ -257,3 +272,12 @@ def test_precision_accuracy_prints_both_tables(tmp_path):
     agreement = record["agreement"]
     assert agreement["images"] > 0 and agreement["srcc_bfloat16_float32"] > 0.9, agreement
     assert "agreement on" in result.stdout and "median test SRCC, mixed_bfloat16" in result.stdout
+    # --reuse reads the finished runs instead of training again.
+    again = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "precision_accuracy.py"), "--manual-dir", str(LIVE_C_DUMMY),
+         "--seeds", "0", "--output-dir", str(tmp_path / "precision"), "--reuse", "--train-args", "--no-such-option"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                                          "KERAS_ADTRS_OFFLINE": "1"})
+    assert again.returncode == 0, again.stderr[-3000:]
+    reread = json.loads((tmp_path / "precision" / "precision_accuracy.json").read_text())
+    assert [r["test_srcc"] for r in reread["runs"]] == [r["test_srcc"] for r in record["runs"]]

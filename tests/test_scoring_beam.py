@@ -225,7 +225,9 @@ def test_a_keras_model_scores_in_the_scoring_precision_unless_told(world, monkey
         monkeypatch.setattr(precision_module, "precision_support", lambda name, summary=None, fast=fast: (
             fast or name == "float32", "a test machine"))
         handler = scoring_beam.CropModelHandler(str(world / "model.keras"))
-        assert handler.load_model().precision == expected
+        loaded = handler.load_model()
+        assert loaded.precision == expected
+        assert loaded._constant_weights_forward is not None  # a worker scores with constant weights
     told = scoring_beam.CropModelHandler(str(world / "model.keras"), precision="float32")
     assert told.load_model().precision == "float32"
     with pytest.raises(SettingError, match="precision"):

@@ -403,7 +403,59 @@ class ADTRSModel(keras.Model):
             return super().predict_step(*args)
         (data,) = args
         images = data[0] if isinstance(data, (tuple, list)) else data
+        if self._constant_weights_forward is not None:
+            return self._constant_weights_forward(ops.cast(images, "float32"))
         return self(images, training=False)
+
+    #: Set by `use_constant_weights` (not saved).
+    _constant_weights_forward = None
+
+    def use_constant_weights(self):
+        """Makes an inference copy predict with its weights as graph constants (TensorFlow).
+
+        Applies to a copy made by `keras_adtrs.fold_batchnorm`, on the
+        TensorFlow backend, outside a distribution strategy: `predict`,
+        `predict_on_batch` and `keras_adtrs.score` then run a concrete
+        function holding the current weights as constants
+        (`keras_adtrs.models.constant_weights_tensorflow`). That costs
+        seconds once and makes each call faster; `keras_adtrs.score` does it
+        for jobs of at least `keras_adtrs.defaults.CONSTANT_WEIGHTS_MIN_CROPS`
+        crops. Scores are the same up to float rounding.
+
+        Returns:
+            bool. Whether the copy now predicts with constant weights.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return False
+        if self._constant_weights_forward is None:
+            from keras_adtrs.models.constant_weights_tensorflow import (
+                can_use_constant_weights,
+                constant_weights_forward,
+            )
+
+            if not can_use_constant_weights(self):
+                return False
+            object.__setattr__(self, "_constant_weights_forward", constant_weights_forward(self))
+            self.predict_function = None  # traced again, around the constant-weight forward pass
+        return True
+
+    def reset_constant_weights(self):
+        """Drops the constant-weight forward pass of `use_constant_weights` (the variables are read again).
+
+        `set_weights` and `load_weights` call it; call it after assigning the
+        variables of an inference copy in any other way.
+        """
+        if self._constant_weights_forward is not None:
+            object.__setattr__(self, "_constant_weights_forward", None)
+            self.predict_function = None
+
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self.reset_constant_weights()
+
+    def load_weights(self, *args, **kwargs):
+        super().load_weights(*args, **kwargs)
+        self.reset_constant_weights()
 
     # ----------------------------------------------------------- serialisation
     def get_config(self):

@@ -11,8 +11,9 @@ up and back. `fold_in_graph(network)` makes every foldable
 
     conv(x, kernel * s) + (bias - mean) * s + beta,   s = gamma / sqrt(var + eps)
 
-in one convolution with its bias (in float32 TensorFlow also fuses the
-following ReLU into it), the BatchNorm passing its input through. `s` and the
+in one convolution with its bias, the BatchNorm passing its input through
+(TensorFlow's graph optimiser then fuses the ReLU after it, or the residual
+add and the ReLU, into that convolution, in float32 and bfloat16 alike). `s` and the
 shift are computed in float32 from the current variables at every call, and
 the kernel is scaled in the layer's compute dtype, so the folding is never
 stale: train, load or assign weights and the next call uses them. It costs one multiply over the
@@ -108,7 +109,7 @@ def _pass_through_at_inference(self, inputs, training=None, mask=None):
     return inputs
 
 
-def _set_call(layer, function):
+def set_call(layer, function):
     """Sets an instance-level `call` and what Keras reads of its signature."""
     layer.call = types.MethodType(function, layer)
     layer._call_signature = inspect.signature(layer.call)
@@ -134,8 +135,8 @@ def fold_in_graph(network):
     for conv, batchnorm in pairs:
         if getattr(batchnorm, FOLDED_FLAG, False):
             continue
-        _set_call(conv, _folded_conv_call(batchnorm))
-        _set_call(batchnorm, _pass_through_at_inference)
+        set_call(conv, _folded_conv_call(batchnorm))
+        set_call(batchnorm, _pass_through_at_inference)
         setattr(batchnorm, FOLDED_FLAG, True)
     return len(pairs)
 
@@ -143,6 +144,6 @@ def fold_in_graph(network):
 def unfold_in_graph(conv, batchnorm):
     """Gives `conv` and `batchnorm` back their class calls (before folding a copy for good)."""
     if getattr(batchnorm, FOLDED_FLAG, False):
-        _set_call(conv, type(conv).call)
-        _set_call(batchnorm, type(batchnorm).call)
+        set_call(conv, type(conv).call)
+        set_call(batchnorm, type(batchnorm).call)
         setattr(batchnorm, FOLDED_FLAG, False)

@@ -84,8 +84,12 @@ class ChannelL2Normalize(keras.layers.Layer):
         # float32 inside: under mixed precision the squares overflow float16
         # and epsilon (1e-12) underflows to 0.
         x = ops.cast(inputs, "float32")
-        norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-        return ops.cast(x / ops.maximum(norm, self.epsilon), inputs.dtype)
+        # x * rsqrt(max(|x|^2, epsilon^2)) == x / max(|x|, epsilon): one multiply over the map
+        # instead of a division (the square root is taken per position). The floor stays a normal
+        # float32 number, so a zero vector gives 0, never 0 * inf.
+        floor = max(float(self.epsilon) ** 2, float(np.finfo(np.float32).tiny))
+        inverse_norm = ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), floor))
+        return ops.cast(x * inverse_norm, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -120,8 +124,9 @@ class L2Pooling(keras.layers.Layer):
     def call(self, inputs):
         # float32 inside: epsilon (1e-12) underflows in float16 (sqrt(0) -> inf gradient).
         kernel = ops.convert_to_tensor(self._kernel, dtype="float32")
-        x = ops.pad(ops.square(ops.cast(inputs, "float32")), [[0, 0], [1, 1], [1, 1], [0, 0]])
-        out = ops.depthwise_conv(x, kernel, strides=1, padding="valid")
+        # "same" at stride 1 is zero padding 1 on every side (3x3): the same sums as an explicit
+        # pad, without a pass that writes the padded map.
+        out = ops.depthwise_conv(ops.square(ops.cast(inputs, "float32")), kernel, strides=1, padding="same")
         return ops.cast(ops.sqrt(out + self.epsilon), inputs.dtype)
 
     def compute_output_shape(self, input_shape):

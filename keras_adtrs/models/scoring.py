@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from keras_adtrs.data.image_crops import image_crops, random_image_crops
 from keras_adtrs.data.images import ImageReadError, load_image
-from keras_adtrs.defaults import CROP_MODES, SCORE_BATCH_SIZE, TEST_CROPS
+from keras_adtrs.defaults import CONSTANT_WEIGHTS_MIN_CROPS, CROP_MODES, SCORE_BATCH_SIZE, TEST_CROPS
 from keras_adtrs.errors import SettingError
 from keras_adtrs.reporting import score_value
 
@@ -161,6 +161,16 @@ def score_crop_sets(model, crop_sets, batch_size=SCORE_BATCH_SIZE, predict=None)
     return np.array([means[i] for i in range(count)], np.float64)
 
 
+def use_constant_weights_for(model, crop_count):
+    """Before a job of `crop_count` crops: large jobs run an inference copy with constant weights.
+
+    See `ADTRSModel.use_constant_weights` (TensorFlow, inference copies only;
+    other models are left as they are).
+    """
+    if crop_count >= CONSTANT_WEIGHTS_MIN_CROPS and hasattr(model, "use_constant_weights"):
+        model.use_constant_weights()
+
+
 def _progress(total, enabled, desc):
     return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="image", desc=desc, leave=False)
 
@@ -180,6 +190,7 @@ def _score_each(model, images, crops, batch_size, crop_mode, seed, keys, progres
     if int(crops) < 1:
         raise SettingError("crops", f"must be at least 1, got {crops}")
     crop_size = model_crop_size(model)
+    use_constant_weights_for(model, len(images) * int(crops))
     results = np.full(len(images), np.nan, np.float64)
     errors = {}
     scorer = CropScorer(model, batch_size)

@@ -261,7 +261,9 @@ class CropModelHandler(ModelHandler):
         from keras_adtrs.models import in_scoring_precision, load_model
         from keras_adtrs.models.folding import folded_for_inference
 
-        return folded_for_inference(in_scoring_precision(load_model(local), self.precision)[0])
+        model = folded_for_inference(in_scoring_precision(load_model(local), self.precision)[0])
+        model.use_constant_weights()  # a worker scores many batches: worth its seconds once
+        return model
 
     def run_inference(self, batch, model, inference_args=None):
         from keras_adtrs.models.scoring import score_crop_sets
