@@ -34,7 +34,7 @@ SCORING_PRECISION = AUTO_PRECISION
 #: Scoring jobs of at least this many crops run an inference copy with its weights as
 #: graph constants on TensorFlow (`ADTRSModel.use_constant_weights`): seconds once, then
 #: faster calls. The break-even measured for it is in docs/benchmarks.md.
-CONSTANT_WEIGHTS_MIN_CROPS = 2048
+CONSTANT_WEIGHTS_MIN_CROPS = 8192
 #: Keras backends the package trains and scores on.
 BACKENDS = ("tensorflow", "jax")
 #: `tf.distribute` strategies of a training run (`keras_adtrs.training.distribute`).
