@@ -64,7 +64,7 @@ def test_throughput_benchmark_prints_every_row():
         assert float(cells[4]) > 0 and cells[5].endswith("%") and float(cells[6]) > 0, (mode, cells)
 
 
-@pytest.mark.large
+@pytest.mark.slow  # two model builds and freezes, about a minute: bash .ci/run-slow
 def test_constant_weights_benchmark_prints_its_table():
     """`benchmarks/constant_weights.py` at crop 64: a row per precision this machine runs, with a break-even."""
     out = subprocess.run(
