@@ -161,7 +161,7 @@ def score_crop_sets(model, crop_sets, batch_size=SCORE_BATCH_SIZE, predict=None)
     return np.array([means[i] for i in range(count)], np.float64)
 
 
-def use_constant_weights_for(model, crop_count):
+def _use_constant_weights_for(model, crop_count):
     """Before a job of `crop_count` crops: large jobs run an inference copy with constant weights.
 
     See `ADTRSModel.use_constant_weights` (TensorFlow, inference copies only;
@@ -190,7 +190,7 @@ def _score_each(model, images, crops, batch_size, crop_mode, seed, keys, progres
     if int(crops) < 1:
         raise SettingError("crops", f"must be at least 1, got {crops}")
     crop_size = model_crop_size(model)
-    use_constant_weights_for(model, len(images) * int(crops))
+    _use_constant_weights_for(model, len(images) * int(crops))
     results = np.full(len(images), np.nan, np.float64)
     errors = {}
     scorer = CropScorer(model, batch_size)
