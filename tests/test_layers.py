@@ -50,6 +50,26 @@ def test_l2_pooling_matches_numpy():
     run_layer_test(L.L2Pooling, {}, x, (2, 6, 5, 3))
 
 
+def test_l2_pooling_of_the_channel_normalised_map():
+    """`channel_norm_epsilon` pools as ChannelL2Normalize then L2Pooling, from the squares alone."""
+    x = np.random.default_rng(3).normal(size=(2, 6, 5, 4)).astype("float32") * 7.0
+    x[0, 2, 3] = 0.0  # a zero vector stays 0 after the normalisation
+    out = keras.ops.convert_to_numpy(L.L2Pooling(channel_norm_epsilon=1e-12)(x))
+    normalised = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    kernel = np.outer([0.5, 1, 0.5], [0.5, 1, 0.5]) / 4.0
+    padded = np.pad(normalised**2, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = sum(kernel[i, j] * padded[:, i : i + 6, j : j + 5, :] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(out, np.sqrt(expected + 1e-12), rtol=1e-5, atol=1e-6)
+    two_layers = L.L2Pooling()(L.ChannelL2Normalize()(x))
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(two_layers), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out, keras.ops.convert_to_numpy(L.L2Pooling()(x)), rtol=1e-2)
+    # the floor is the norm's: a vector shorter than it is divided by the floor, not by its norm
+    tiny = np.full((1, 1, 1, 4), 1e-4, "float32")
+    floored = keras.ops.convert_to_numpy(L.L2Pooling(channel_norm_epsilon=1.0)(tiny))
+    np.testing.assert_allclose(floored, np.sqrt(4 / 16 * 1e-8 + 1e-12), rtol=1e-4)
+    run_layer_test(L.L2Pooling, {"channel_norm_epsilon": 1e-6}, x, (2, 6, 5, 4))
+
+
 def test_top_left_average_pooling():
     x = np.arange(2 * 7 * 7 * 3, dtype="float32").reshape(2, 7, 7, 3)
     out = keras.ops.convert_to_numpy(L.TopLeftAveragePooling(4)(x))
@@ -150,6 +170,7 @@ def test_layers_save_and_load_together_in_a_keras_file(tmp_path):
     inputs = keras.Input((8, 8, 16))
     x = L.ChannelL2Normalize()(inputs)
     x = L.L2Pooling()(x)
+    x = L.L2Pooling(channel_norm_epsilon=1e-12)(x)
     x = L.AttentionDownsample(num_heads=2, key_dim=4)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(1)(x)

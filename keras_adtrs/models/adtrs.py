@@ -344,6 +344,11 @@ class ADTRSModel(keras.Model):
     #: unchanged). Set to False before training to keep Keras' own call.
     fused_batchnorm = True
 
+    #: On TensorFlow, the training step computes the gradients of the 1x1 convolutions as matrix
+    #: products (`keras_adtrs.models.pointwise_conv_tensorflow`: same gradients up to rounding,
+    #: faster, most of all in bfloat16). Set to False to keep TensorFlow's own gradient.
+    matmul_pointwise_gradients = True
+
     #: Number of BatchNorm layers folded into their convolutions: non-zero only
     #: on an inference copy made by `keras_adtrs.fold_batchnorm`, which cannot train.
     batchnorm_folded = 0

@@ -134,11 +134,13 @@ class ADTRSBackbone(keras.Model):
             stages = build_stages(architecture, crop_size, batchnorm_momentum)(x)
             pooled = []
             for level, (feature, window) in enumerate(zip(stages, POOL_WINDOWS), start=1):
-                # float32 from the normalisation to the down-sampled map: both L2 layers compute in
+                # float32 from the normalisation to the down-sampled map: the L2 pooling computes in
                 # float32 anyway, so under mixed precision the full-size map is cast up once and only
-                # the pooled map is cast back (not up and down in every layer).
-                y = adtrs_layers.ChannelL2Normalize(name=f"l2_normalize_{level}", dtype="float32")(feature)
-                y = adtrs_layers.L2Pooling(name=f"l2_pooling_{level}", dtype="float32")(y)
+                # the pooled map is cast back. One layer normalises over channels and pools (as the
+                # authors' F.normalize then L2pooling), from the squares alone.
+                y = adtrs_layers.L2Pooling(channel_norm_epsilon=1e-12, name=f"l2_pooling_{level}", dtype="float32")(
+                    feature
+                )
                 y = keras.layers.Dropout(float(dropout_rate), name=f"dropout_{level}", dtype="float32")(y)
                 if window > 1:
                     y = keras.layers.AveragePooling2D(window, name=f"average_pooling_{level}", dtype="float32")(y)

@@ -65,6 +65,15 @@ class InputNormalization(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def squared_norm_floor(epsilon):
+    """`epsilon**2`, raised to the smallest normal float32 number.
+
+    `max(|x|^2, floor)` is `max(|x|, epsilon)^2`. The floor stays a normal
+    float32 number, so a zero vector gives 0, never `0 * inf`.
+    """
+    return max(float(epsilon) ** 2, float(np.finfo(np.float32).tiny))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ChannelL2Normalize(keras.layers.Layer):
     """Divides each pixel's feature vector by its L2 norm over channels.
@@ -85,10 +94,9 @@ class ChannelL2Normalize(keras.layers.Layer):
         # and epsilon (1e-12) underflows to 0.
         x = ops.cast(inputs, "float32")
         # x * rsqrt(max(|x|^2, epsilon^2)) == x / max(|x|, epsilon): one multiply over the map
-        # instead of a division (the square root is taken per position). The floor stays a normal
-        # float32 number, so a zero vector gives 0, never 0 * inf.
-        floor = max(float(self.epsilon) ** 2, float(np.finfo(np.float32).tiny))
-        inverse_norm = ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), floor))
+        # instead of a division (the square root is taken per position).
+        squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+        inverse_norm = ops.rsqrt(ops.maximum(squared_norm, squared_norm_floor(self.epsilon)))
         return ops.cast(x * inverse_norm, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -106,13 +114,23 @@ class L2Pooling(keras.layers.Layer):
     i.e. `[[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16`, applied with zero padding 1.
     It has no weights.
 
+    With `channel_norm_epsilon` set, each position's feature vector is first
+    divided by `max(||x||_2, channel_norm_epsilon)` over channels, as
+    `ChannelL2Normalize` does; the ADTRS backbone pools this way. The layer
+    then needs only the squares: `(x / |x|)**2 = x**2 / |x|**2`, which saves
+    two passes over the full-size map (the normalised map and its square).
+
     Args:
         epsilon: float. Added before the square root. Defaults to `1e-12`.
+        channel_norm_epsilon: float or None. Lower bound of the channel norm
+            when the layer normalises first; None pools the input as it is.
+            Defaults to None.
     """
 
-    def __init__(self, epsilon=1e-12, **kwargs):
+    def __init__(self, epsilon=1e-12, channel_norm_epsilon=None, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
+        self.channel_norm_epsilon = channel_norm_epsilon
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -124,16 +142,21 @@ class L2Pooling(keras.layers.Layer):
     def call(self, inputs):
         # float32 inside: epsilon (1e-12) underflows in float16 (sqrt(0) -> inf gradient).
         kernel = ops.convert_to_tensor(self._kernel, dtype="float32")
+        squares = ops.square(ops.cast(inputs, "float32"))
+        if self.channel_norm_epsilon is not None:
+            squared_norm = ops.sum(squares, axis=-1, keepdims=True)
+            floor = squared_norm_floor(self.channel_norm_epsilon)
+            squares = squares * ops.reciprocal(ops.maximum(squared_norm, floor))
         # "same" at stride 1 is zero padding 1 on every side (3x3): the same sums as an explicit
         # pad, without a pass that writes the padded map.
-        out = ops.depthwise_conv(ops.square(ops.cast(inputs, "float32")), kernel, strides=1, padding="same")
+        out = ops.depthwise_conv(squares, kernel, strides=1, padding="same")
         return ops.cast(ops.sqrt(out + self.epsilon), inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "epsilon": self.epsilon, "channel_norm_epsilon": self.channel_norm_epsilon}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

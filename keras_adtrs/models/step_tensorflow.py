@@ -10,9 +10,12 @@ replicas before the gradient, so that the all-reduced (summed) gradient is
 the gradient of the mean over replicas. Trackers record unscaled values.
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from keras_adtrs.models.fused_batchnorm_tensorflow import use_fused_batchnorm
+from keras_adtrs.models.pointwise_conv_tensorflow import pointwise_convs_as_matmuls
 from keras_adtrs.models.objective import unpack_batch, update_trackers
 
 
@@ -41,7 +44,9 @@ def compute_gradients(model, images, labels):
         use_fused_batchnorm(model.network)
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     variables = trained_variables(model)
-    with tf.GradientTape() as tape:
+    # 1x1 convolutions take their gradients as matrix products (keras_adtrs.models.pointwise_conv_tensorflow).
+    pointwise = pointwise_convs_as_matmuls(model.network) if model.matmul_pointwise_gradients else contextlib.nullcontext()
+    with pointwise, tf.GradientTape() as tape:
         terms = model.compute_objective(images, labels, training=True)
         loss = terms["total"]
         if model.l2_weight_decay:
