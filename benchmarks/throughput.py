@@ -29,7 +29,7 @@ Rows (`--modes`; crops/s counts the crops scored or trained on):
 - `predict_cli`: the predict command's `main()` on a folder of 32 JPEG files
   of 384x512, 9 crops each, `--batch-size batch`, in this process: loading
   the `.keras` file and folding its BatchNorm included, Python's start and
-  imports not;
+  imports not; in the row's precision (`--precision`);
 - `predict_files`: what the predict command runs once its model is loaded
   and folded: `score_files` on the same 32 JPEG files (decoding included);
 - `evaluate`: `keras_adtrs.inference.evaluation.evaluate_model` on a data
@@ -269,8 +269,9 @@ def keras_child(mode, precision, batch, crop, repeats, steps, execution):
         folder = os.path.join(scratch.name, "images")
         os.mkdir(folder)
         _jpeg_folder(folder, CLI_IMAGES, GRID_IMAGE, rng)
+        # The command's own default is auto: the row's precision is passed, or a float32 row would run bfloat16.
         argv = [folder, "--model", path, "--batch-size", str(batch), "--crops", str(CLI_CROPS), "--format", "csv",
-                "--no-progress"]
+                "--no-progress", "--precision", precision]
         per_run = CLI_IMAGES * CLI_CROPS
 
         def run():

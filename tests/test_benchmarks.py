@@ -79,6 +79,25 @@ def test_constant_weights_benchmark_prints_its_table():
         assert float(cells[6].split()[0]) < 0.05 * float(cells[6].split("spread")[1].strip(" )")), cells
 
 
+@pytest.mark.slow  # two training models per precision, about two minutes: bash .ci/run-slow
+def test_pointwise_gradients_benchmark_prints_its_tables():
+    """`benchmarks/pointwise_gradients.py` at crop 64: the per-shape table and a training row per precision."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pointwise_gradients.py"), "--crop-size", "64", "--batch-size", "2",
+         "--rounds", "1", "--steps", "1"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ") and " ms " not in line
+            and "crops/s" not in line]
+    shapes = [cells for cells in rows if len(cells) == 8]
+    steps = [cells for cells in rows if len(cells) == 4]
+    assert len(shapes) >= 8 and steps and steps[0][0].strip() == "float32", out.stdout
+    for cells in shapes:
+        assert float(cells[3]) > 0 and float(cells[4]) > 0 and float(cells[7]) < 0.05, cells
+    for cells in steps:
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3].strip().endswith("x"), cells
+
+
 def _authors_code(folder):
     folder.mkdir()
     for name in ("models.py", "Attention4DD.py", "resnet.py"):

@@ -3,6 +3,7 @@
 import io
 import os
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -114,6 +115,26 @@ def test_single_image_and_grid_mean(model, images):
     direct = np.asarray(model.predict_on_batch(crops)).mean()
     assert single.shape == (1,)
     assert single[0] == pytest.approx(direct, abs=1e-5)
+
+
+def test_grid_crops_graph_cuts_the_same_pixels_as_the_ops_one_by_one():
+    """`score` cuts images with one compiled graph: the same pixels as the eager ops, one graph for every size."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the TensorFlow crop ops")
+    import tensorflow as tf
+
+    from keras_adtrs.data.crops_tensorflow import compiled_grid_crops, grid_crops
+
+    rng = np.random.default_rng(5)
+    for shape in ((80, 100, 3), (40, 50, 3), (64, 64, 3), (300, 70, 3)):  # larger, upscaled, exact, tall
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        cut = image_crops.image_crops(image, 64, 9)
+        assert cut.shape == (9, 64, 64, 3) and cut.dtype == np.float32
+        np.testing.assert_array_equal(cut, grid_crops(tf.constant(image), 64, 9).numpy(), err_msg=str(shape))
+    floats = rng.uniform(0, 255, (70, 90, 3)).astype(np.float32)
+    np.testing.assert_array_equal(image_crops.image_crops(floats, 64, 4), grid_crops(tf.constant(floats), 64, 4).numpy())
+    # one trace for images of every size
+    assert compiled_grid_crops(64, 9, tf.uint8).experimental_get_tracing_count() == 1
 
 
 def test_array_and_file_inputs_agree(model, tmp_path):

@@ -5,6 +5,8 @@ same code runs eagerly (`keras_adtrs.score`), in tf.data and inside the
 exported graph. Decoding is `keras_adtrs.data.images.decode_image_tensor`.
 """
 
+import functools
+
 import tensorflow as tf
 
 from keras_adtrs.data.crops import grid_shape
@@ -44,6 +46,19 @@ def grid_crops(image, crop_size, num_crops):
         top, left = _spread(r, rows, span_h), _spread(c, cols, span_w)
         crops.append(image[top : top + crop_size, left : left + crop_size, :])
     return tf.stack(crops)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_grid_crops(crop_size, num_crops, dtype=tf.uint8):
+    """`grid_crops` as one graph for images of any size: `image -> crops`.
+
+    Eagerly, `grid_crops` runs a few dozen ops one at a time for each image;
+    `keras_adtrs.score` cuts every image it scores, so it calls this graph
+    instead (the same ops, so the same pixels). One graph per crop size,
+    crop count and pixel type.
+    """
+    signature = [tf.TensorSpec((None, None, None), tf.as_dtype(dtype))]
+    return tf.function(lambda image: grid_crops(image, crop_size, num_crops), input_signature=signature)
 
 
 def random_crop(image, crop_size, seed=None):

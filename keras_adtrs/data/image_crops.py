@@ -46,9 +46,10 @@ def image_crops(image, crop_size, num_crops):
         return numpy_crops.grid_crops(image, crop_size, num_crops)
     import tensorflow as tf  # the TensorFlow backend: the SavedModel's own ops
 
-    from keras_adtrs.data.crops_tensorflow import grid_crops
+    from keras_adtrs.data.crops_tensorflow import compiled_grid_crops
 
-    return grid_crops(tf.convert_to_tensor(image), crop_size, num_crops).numpy()
+    image = tf.convert_to_tensor(image)
+    return compiled_grid_crops(int(crop_size), int(num_crops), image.dtype)(image).numpy()
 
 
 def random_image_crops(image, crop_size, num_crops, seed=0, key=0):
