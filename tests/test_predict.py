@@ -130,5 +130,9 @@ def test_precision_auto_is_the_default_and_said_when_asked_for(model_path, folde
     default = out
     status, out, err = _run(capsys, [image, "--model", model_path, "--format", "csv", "--crops", "1",
                                      "--precision", "auto"])
-    assert status == 0 and out == default
+    # The same precision: equal scores (bfloat16 would differ in the third digit). Two builds of the model may
+    # round the last printed digit apart (seen once in CI), so the scores are compared, not the text.
+    assert status == 0 and out.splitlines()[0] == default.splitlines()[0]
+    (path, score, *_), (default_path, default_score, *_) = [text.splitlines()[1].split(",") for text in (out, default)]
+    assert path == default_path and float(score) == pytest.approx(float(default_score), rel=2e-6, abs=2e-6)
     assert "precision auto: float32 on CPU 'Old Xeon' without avx512_bf16/amx_bf16" in err
