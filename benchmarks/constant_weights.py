@@ -112,6 +112,24 @@ def child(args, precision):
                       "score_spread": float(np.std(expected))}))
 
 
+def precision_children(script, precisions, argv):
+    """Runs `script --child PRECISION *argv` per precision; the JSON each printed last, in order.
+
+    A child that fails prints `PRECISION: skipped (its last line)` and gives no result.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    results = []
+    for precision in precisions:
+        result = subprocess.run([sys.executable, os.path.abspath(script), CHILD, precision, *argv],
+                                capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            print(f"{precision}: skipped ({lines[-1] if lines else 'exit ' + str(result.returncode)})")
+            continue
+        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return results
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == CHILD:
@@ -119,16 +137,7 @@ def main(argv=None):
         child(args, argv[1])
         return 0
     args = build_parser().parse_args(argv)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    rows = []
-    for precision in args.precisions:
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD, precision, *argv],
-                                capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            print(f"{precision}: skipped ({lines[-1] if lines else 'exit ' + str(result.returncode)})")
-            continue
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    rows = precision_children(__file__, args.precisions, argv)
     print(f"crop {args.crop_size}, batch {args.batch_size}, {args.rounds} rounds of {args.calls} calls, "
           f"{'model ' + args.model if args.model else 'random weights, trained-like statistics'}")
     print("| precision | variables crops/s | constants crops/s | x variables | one-time cost (s) | break-even (crops) "

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -27,7 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # a script in the checkout times the checkout's package
 
-CHILD = "--child"
+from constant_weights import CHILD, precision_children  # noqa: E402  (benchmarks/ is not a package)
+
 #: ResNet50's 1x1 stride-1 convolution shapes at crop 224: (map side, in, out, how many).
 SHAPES_224 = ((56, 64, 256, 4), (56, 256, 64, 2), (28, 128, 512, 4), (28, 512, 128, 3), (14, 256, 1024, 6),
               (14, 1024, 256, 5), (7, 512, 2048, 3), (7, 2048, 512, 2))
@@ -132,16 +132,7 @@ def main(argv=None):
         child(build_parser().parse_args(argv[2:]), argv[1])
         return 0
     args = build_parser().parse_args(argv)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    results = []
-    for precision in args.precisions:
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD, precision, *argv],
-                                capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            print(f"{precision}: skipped ({lines[-1] if lines else 'exit ' + str(result.returncode)})")
-            continue
-        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    results = precision_children(__file__, args.precisions, argv)
     print(f"crop {args.crop_size}, batch {args.batch_size}, {args.rounds} rounds")
     if not args.no_shapes:
         print("| precision | 1x1 shape | in ResNet50 | Conv2DBackpropFilter ms | product ms | x | "
